@@ -1,0 +1,154 @@
+"""A feedforward network and backpropagation, vectorized over the mini-batch.
+
+The book's network.py feeds one example at a time as a column vector. Here a whole mini-batch goes
+through at once, one example per *row*: activations have shape ``(n, units)``, so the book's
+``w @ a + b`` becomes ``a @ w.T + b`` and the sum over examples becomes a matrix product. The four
+equations of backpropagation (chapter 2) then read, for a batch:
+
+    BP1  delta^L = dC/da^L * sigma'(z^L)           (the cost's ``delta``)
+    BP2  delta^l = (delta^{l+1} @ w^{l+1}) * sigma'(z^l)
+    BP3  dC/db^l = mean over the batch of delta^l
+    BP4  dC/dw^l = delta^l.T @ a^{l-1} / n
+
+Dividing delta^L by n once, before BP2, makes every later delta carry the 1/n, so BP3 and BP4 become
+plain sums: the same numbers with fewer operations on the hot path.
+"""
+
+import numpy as np
+
+from nnexp import components
+
+
+def one_hot(y, n_classes, dtype="float32"):
+    """Labels ``(n,)`` to rows of the identity: the desired outputs ``y`` of the book."""
+    return np.eye(n_classes, dtype=dtype)[y]
+
+
+class Network:
+    """A fully connected net: ``sizes[0]`` inputs, hidden layers of ``activation`` neurons, and the
+    output layer that the cost calls for (sigmoid, or softmax for the log-likelihood).
+
+    One seed drives every random choice, through the Generator ``rng``: initial weights here, and the
+    shuffling and dropout masks of training, so that a seed reproduces a run bit for bit.
+    """
+
+    def __init__(self, sizes, activation="sigmoid", cost="crossentropy", init="scaled",
+                 regularizer="none", lmbda=0.0, p=0.5, seed=0, dtype="float32"):
+        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+            raise ValueError(f"sizes {list(sizes)} must list at least two layer sizes, each >= 1")
+        self.sizes = [int(s) for s in sizes]
+        self.activation = components.get(components.ACTIVATIONS, "activation", activation)
+        self.cost = components.get(components.COSTS, "cost", cost)
+        self.init = components.get(components.INITIALIZERS, "initializer", init)
+        self.regularizer = components.get(components.REGULARIZERS, "regularizer", regularizer)(lmbda, p)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype {dtype!r} is not supported (accepted: float32, float64)")
+        self.rng = np.random.default_rng(seed)
+        # Biases are N(0,1) for both initializers; weights are the initializer's choice.
+        self.weights = [self.init.weights(self.rng, n_out, n_in).astype(self.dtype)
+                        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
+        self.biases = [self.rng.standard_normal(n_out).astype(self.dtype) for n_out in self.sizes[1:]]
+
+    # --- Feeding forward --------------------------------------------------------------------------
+
+    def output_z(self, X, masks=None):
+        """The weighted input z^L of the output layer for the rows of X (costs are computed from z),
+        with dropout's ``masks`` on the hidden layers if given."""
+        a = X
+        for l, (w, b) in enumerate(zip(self.weights[:-1], self.biases[:-1])):
+            a = self.activation.fn(a @ w.T + b)
+            if masks is not None:
+                a = a * masks[l]
+        return a @ self.weights[-1].T + self.biases[-1]
+
+    def feedforward(self, X):
+        """The network's output a^L, shape ``(n, sizes[-1])``."""
+        return self.cost.output.fn(self.output_z(X))
+
+    def predict(self, X):
+        """The digit each row of X is classified as: the most active output neuron."""
+        return np.argmax(self.output_z(X), axis=1)
+
+    # --- Backpropagation --------------------------------------------------------------------------
+
+    def backprop(self, X, Y, masks=None):
+        """Mean gradient of the unregularized cost over the batch (X, Y), by the four equations.
+
+        ``masks``, one per hidden layer, are dropout's: each hidden activation is multiplied by its
+        mask going forward, so its error is multiplied by the same mask coming back.
+        """
+        # Forward, keeping every z^l, the activations f(z^l) for sigma'(z^l), and the (masked)
+        # activations a^l that feed the next layer.
+        zs, hidden, activations = [], [X], [X]
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            z = activations[-1] @ w.T + b
+            zs.append(z)
+            if l == len(self.weights) - 1:
+                activations.append(self.cost.output.fn(z))
+            else:
+                hidden.append(self.activation.fn(z))
+                activations.append(hidden[-1] if masks is None else hidden[-1] * masks[l])
+        grad_w = [None] * len(self.weights)
+        grad_b = [None] * len(self.biases)
+        delta = self.cost.delta(zs[-1], activations[-1], Y) / X.shape[0]  # BP1, over n
+        for l in range(len(self.weights) - 1, -1, -1):
+            grad_b[l] = delta.sum(axis=0)  # BP3
+            grad_w[l] = delta.T @ activations[l]  # BP4
+            if l > 0:
+                delta = (delta @ self.weights[l]) * self.activation.prime(zs[l - 1], hidden[l])  # BP2
+                if masks is not None:
+                    delta *= masks[l - 1]
+        return grad_w, grad_b
+
+    def gradients(self, X, Y):
+        """Per layer, the mean over the batch of the gradient of the unregularized cost (no dropout)."""
+        return self.backprop(X, Y)
+
+    def dropout_masks(self, n):
+        """Inverted-dropout masks for a batch of n: 0 with probability p, else 1/(1-p)."""
+        p = self.regularizer.dropout
+        keep = 1.0 - p
+        return [(self.rng.random((n, size), dtype=self.dtype) < keep) / self.dtype.type(keep)
+                for size in self.sizes[1:-1]]
+
+    # --- Evaluation -------------------------------------------------------------------------------
+
+    def evaluate(self, X, y, n_train, chunk=10_000):
+        """(cost, accuracy) on labelled data: the mean cost plus the regularizer's penalty (with n the
+        size of the training set, as in training), and the fraction classified correctly.
+
+        Works through X in chunks so that a large set needs no more memory than a chunk's activations.
+        """
+        total_cost = 0.0
+        correct = 0
+        for start in range(0, X.shape[0], chunk):
+            z = self.output_z(X[start:start + chunk])
+            labels = y[start:start + chunk]
+            a = self.cost.output.fn(z)
+            total_cost += float(np.sum(self.cost.fn(z, a, one_hot(labels, z.shape[1], z.dtype))))
+            correct += int(np.sum(np.argmax(z, axis=1) == labels))
+        cost = total_cost / X.shape[0] + self.regularizer.penalty(self.weights, n_train)
+        return cost, correct / X.shape[0]
+
+    # --- Saving -----------------------------------------------------------------------------------
+
+    def save(self, path):
+        """Write weights, biases, sizes and the names of the components to one ``.npz`` file."""
+        arrays = {f"w{l}": w for l, w in enumerate(self.weights)}
+        arrays.update({f"b{l}": b for l, b in enumerate(self.biases)})
+        np.savez(path, sizes=np.array(self.sizes), activation=self.activation.name, cost=self.cost.name,
+                 init=self.init.name, regularizer=self.regularizer.name,
+                 lmbda=self.regularizer.lmbda, p=self.regularizer.dropout or 0.5,
+                 dtype=self.dtype.name, **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """The network saved at ``path``, ready to feed forward or train further."""
+        with np.load(path) as f:
+            net = cls(f["sizes"].tolist(), activation=str(f["activation"]), cost=str(f["cost"]),
+                      init=str(f["init"]), regularizer=str(f["regularizer"]), lmbda=float(f["lmbda"]),
+                      p=float(f["p"]), dtype=str(f["dtype"]))
+            net.weights = [f[f"w{l}"] for l in range(len(net.sizes) - 1)]
+            net.biases = [f[f"b{l}"] for l in range(len(net.sizes) - 1)]
+        return net

@@ -1,0 +1,156 @@
+"""The engine's math: backpropagation against finite differences, shapes, saving, determinism."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from nnexp import components
+from nnexp.network import Network, one_hot
+from nnexp.training import update
+
+SIZES = [6, 5, 4, 3]  # two hidden layers, so that BP2 runs more than once
+N_TRAIN = 50  # the n of the regularizers' lmbda/n
+
+
+def cost_of(net, X, Y, masks=None):
+    """The regularized cost that backprop plus the regularizer's gradient claim to differentiate."""
+    z = net.output_z(X, masks)
+    mean_cost = net.cost.fn(z, net.cost.output.fn(z), Y).mean()
+    return mean_cost + net.regularizer.penalty(net.weights, N_TRAIN)
+
+
+def numerical_gradient(net, X, Y, masks, param, eps=1e-6):
+    grad = np.zeros_like(param)
+    for i in np.ndindex(param.shape):
+        saved = param[i]
+        param[i] = saved + eps
+        up = cost_of(net, X, Y, masks)
+        param[i] = saved - eps
+        down = cost_of(net, X, Y, masks)
+        param[i] = saved
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("regularizer", list(components.REGULARIZERS))
+@pytest.mark.parametrize("activation", list(components.ACTIVATIONS))
+@pytest.mark.parametrize("cost", list(components.COSTS))
+def test_backprop_matches_finite_differences(cost, activation, regularizer):
+    net = Network(SIZES, activation=activation, cost=cost, regularizer=regularizer, lmbda=3.0, p=0.4,
+                  seed=1, dtype="float64")
+    rng = np.random.default_rng(2)
+    X = rng.random((7, SIZES[0]))
+    Y = one_hot(rng.integers(0, SIZES[-1], 7), SIZES[-1], "float64")
+    masks = net.dropout_masks(7) if net.regularizer.dropout else None
+    if masks is not None:
+        assert any((m == 0).any() for m in masks), "the fixed mask should drop something"
+    grad_w, grad_b = net.backprop(X, Y, masks)
+    for w, gw in zip(net.weights, grad_w):
+        penalty = net.regularizer.weight_gradient(w, N_TRAIN)
+        analytic = gw if penalty is None else gw + penalty
+        np.testing.assert_allclose(analytic, numerical_gradient(net, X, Y, masks, w), rtol=1e-5, atol=1e-8)
+    for b, gb in zip(net.biases, grad_b):
+        np.testing.assert_allclose(gb, numerical_gradient(net, X, Y, masks, b), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("regularizer", ["l2", "l1"])
+def test_decay_is_a_step_down_the_penalty_gradient(regularizer):
+    reg = components.REGULARIZERS[regularizer](lmbda=5.0)
+    w = np.random.default_rng(0).standard_normal((3, 4))
+    expected = w - 0.5 * reg.weight_gradient(w, 100)
+    reg.decay(w, 0.5, 100)
+    np.testing.assert_allclose(w, expected)
+
+
+@pytest.mark.parametrize("batch", [1, 13])
+def test_shapes(batch):
+    net = Network([8, 6, 5, 3])
+    X = np.random.default_rng(0).random((batch, 8), dtype=np.float32)
+    Y = one_hot(np.zeros(batch, dtype=int), 3)
+    assert [w.shape for w in net.weights] == [(6, 8), (5, 6), (3, 5)]
+    assert [b.shape for b in net.biases] == [(6,), (5,), (3,)]
+    assert net.feedforward(X).shape == (batch, 3)
+    assert net.predict(X).shape == (batch,)
+    grad_w, grad_b = net.gradients(X, Y)
+    assert [g.shape for g in grad_w] == [w.shape for w in net.weights]
+    assert [g.shape for g in grad_b] == [b.shape for b in net.biases]
+    assert all(g.dtype == np.float32 for g in grad_w + grad_b)
+
+
+def test_gradient_of_a_batch_is_the_mean_of_single_examples():
+    net = Network([4, 3, 2], dtype="float64")
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((5, 4)), one_hot(rng.integers(0, 2, 5), 2, "float64")
+    batch_w, _ = net.gradients(X, Y)
+    singles = [net.gradients(X[i:i + 1], Y[i:i + 1])[0] for i in range(5)]
+    for l, g in enumerate(batch_w):
+        np.testing.assert_allclose(g, np.mean([s[l] for s in singles], axis=0))
+
+
+def test_initializers_scale_the_weights():
+    large = Network([400, 50, 10], init="large", seed=0)
+    scaled = Network([400, 50, 10], init="scaled", seed=0)
+    assert abs(large.weights[0].std() - 1.0) < 0.02
+    assert abs(scaled.weights[0].std() - 1.0 / np.sqrt(400)) < 0.002
+    assert abs(scaled.biases[0].std() - 1.0) < 0.3
+
+
+def test_softmax_outputs_are_probabilities_even_for_huge_z():
+    net = Network([3, 4, 5], cost="loglikelihood", init="large", dtype="float64")
+    X = np.array([[1e4, -1e4, 3.0]])
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        out = net.feedforward(X)
+        cost, _ = net.evaluate(X, np.array([2]), n_train=1)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    assert np.isfinite(cost)
+
+
+@pytest.mark.parametrize("cost", list(components.COSTS))
+def test_saturated_outputs_give_finite_costs_without_warnings(cost):
+    """The right output neuron is driven far off and the wrong ones far on: ln(0) must not happen."""
+    net = Network([2, 3, 4], cost=cost, init="large")
+    net.weights[-1][:] = 1e4
+    net.weights[-1][0] = -1e4
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        value, accuracy = net.evaluate(np.ones((2, 2), np.float32), np.array([0, 0]), n_train=2)
+    assert np.isfinite(value) and value > 1.0 and accuracy == 0.0
+
+
+def test_save_and_load_round_trip(tmp_path):
+    net = Network([5, 4, 3], activation="tanh", cost="loglikelihood", init="large",
+                  regularizer="dropout", lmbda=2.0, p=0.3, seed=4)
+    net.save(tmp_path / "net.npz")
+    loaded = Network.load(tmp_path / "net.npz")
+    X = np.random.default_rng(0).random((6, 5), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.feedforward(X), net.feedforward(X))
+    assert (loaded.activation, loaded.cost, loaded.regularizer.name) == (net.activation, net.cost, "dropout")
+    assert (loaded.regularizer.lmbda, loaded.regularizer.dropout) == (2.0, 0.3)
+
+
+def test_unknown_component_names_list_what_is_accepted():
+    with pytest.raises(ValueError, match=r"unknown cost 'mse' \(accepted: quadratic, crossentropy"):
+        Network([3, 2], cost="mse")
+    with pytest.raises(ValueError, match="float16"):
+        Network([3, 2], dtype="float16")
+
+
+def test_momentum_keeps_a_velocity():
+    net = Network([3, 2], dtype="float64", seed=0)
+    X, Y = np.ones((1, 3)), np.array([[1.0, 0.0]])
+    velocities = [np.zeros_like(p) for p in net.weights + net.biases]
+    w0 = net.weights[0].copy()
+    g1 = net.gradients(X, Y)[0][0]
+    update(net, X, Y, eta=0.1, n=1, momentum=0.9, velocities=velocities)
+    np.testing.assert_allclose(net.weights[0], w0 - 0.1 * g1)
+    g2 = net.gradients(X, Y)[0][0]
+    update(net, X, Y, eta=0.1, n=1, momentum=0.9, velocities=velocities)
+    np.testing.assert_allclose(net.weights[0], w0 - 0.1 * g1 + 0.9 * (-0.1 * g1) - 0.1 * g2)
+
+
+def test_all_combinations_are_registered():
+    assert set(components.COSTS) == {"quadratic", "crossentropy", "loglikelihood"}
+    assert set(components.ACTIVATIONS) == {"sigmoid", "tanh", "relu"}
+    assert set(components.INITIALIZERS) == {"large", "scaled"}
+    assert set(components.REGULARIZERS) == {"none", "l2", "l1", "dropout"}
+    assert len(list(itertools.product(components.COSTS, components.ACTIVATIONS))) == 9

@@ -1,0 +1,90 @@
+"""SGD, monitoring, stopping rules and reproducibility, on the small offline digits set."""
+
+import pytest
+
+from nnexp import data
+from nnexp.network import Network
+from nnexp.training import DivergenceError, sgd
+
+KEYS = ["epoch", "train_cost", "train_accuracy", "validation_cost", "validation_accuracy",
+        "test_cost", "test_accuracy", "epoch_seconds", "eta"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def train(digits, epochs=3, seed=0, regularizer="l2", **kwargs):
+    net = Network([digits.n_inputs, 20, 10], regularizer=regularizer, lmbda=1.0, p=0.3, seed=seed)
+    return net, sgd(net, digits, epochs=epochs, batch_size=10, eta=kwargs.pop("eta", 0.5), **kwargs)
+
+
+def test_learns_and_reports_every_epoch(digits):
+    seen = []
+    _, history = train(digits, epochs=5, on_epoch=seen.append)
+    assert [m["epoch"] for m in history] == [1, 2, 3, 4, 5]
+    assert seen == history
+    assert list(history[0]) == KEYS
+    assert history[-1]["validation_accuracy"] > 0.85
+    assert history[-1]["train_cost"] < history[0]["train_cost"]
+
+
+@pytest.mark.parametrize("regularizer", ["none", "l2", "l1", "dropout"])
+def test_same_seed_same_numbers_bit_for_bit(digits, regularizer):
+    def curves(seed):
+        _, history = train(digits, seed=seed, regularizer=regularizer, momentum=0.5)
+        return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in history]
+
+    assert curves(3) == curves(3)
+    assert curves(3) != curves(4)
+
+
+def test_monitor_chooses_the_splits(digits):
+    _, history = train(digits, epochs=1, monitor=("validation",))
+    assert set(history[0]) == {"epoch", "validation_cost", "validation_accuracy", "epoch_seconds", "eta"}
+
+
+def test_early_stopping_ends_after_n_epochs_without_improvement(digits):
+    # eta so small that validation accuracy soon stops improving
+    _, history = train(digits, epochs=200, eta=1e-6, early_stopping=2)
+    accuracies = [m["validation_accuracy"] for m in history]
+    assert len(history) < 200
+    best = accuracies.index(max(accuracies))
+    assert len(history) == best + 1 + 2
+
+
+def test_halving_schedule_halves_eta_and_stops_at_eta_over_128(digits):
+    _, history = train(digits, epochs=500, eta=1e-6, schedule="halve", early_stopping=1)
+    etas = sorted({m["eta"] for m in history}, reverse=True)
+    assert etas == [1e-6 / 2**k for k in range(7)]
+    assert len(history) < 500
+
+
+def test_divergence_is_detected(digits):
+    # eta lmbda / n = 50 makes weight decay w <- (1 - 50) w: the weights blow up within an epoch
+    net = Network([digits.n_inputs, 20, 10], regularizer="l2", lmbda=1e5)
+    with pytest.raises(DivergenceError, match=r"_cost became (nan|inf) at epoch 1") as caught:
+        sgd(net, digits, epochs=3, batch_size=10, eta=0.5)
+    assert caught.value.epoch == 1
+
+
+def test_float64_and_float32_agree_closely(digits):
+    def accuracy(dtype):
+        net = Network([digits.n_inputs, 20, 10], seed=0, dtype=dtype)
+        sgd(net, data.load("digits", dtype=dtype), epochs=2, batch_size=10, eta=0.5)
+        return net.evaluate(digits.test.X, digits.test.y, 1000)[1]
+
+    assert abs(accuracy("float32") - accuracy("float64")) < 0.02
+
+
+def test_unknown_schedule_is_named(digits):
+    with pytest.raises(ValueError, match=r"unknown schedule 'cosine' \(accepted: constant, halve\)"):
+        train(digits, schedule="cosine")
+
+
+def test_real_mnist_one_epoch_reaches_90_percent():
+    mnist = data.load("mnist")
+    net = Network([784, 30, 10], cost="crossentropy", seed=0)
+    history = sgd(net, mnist, epochs=1, batch_size=10, eta=0.5, monitor=("validation",))
+    assert history[0]["validation_accuracy"] >= 0.90
