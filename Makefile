@@ -3,7 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install test test-full bench lint clean
+# the book's experiments, in the order of its table (experiments/*.yaml but smoke)
+EXPERIMENTS := $(filter-out smoke,$(basename $(notdir $(wildcard experiments/*.yaml))))
+PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
+
+.PHONY: install test test-full bench bench-harness lint clean run sweep ui report reproduce
 
 install: $(VENV)/.installed
 
@@ -14,6 +18,23 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+run: install
+	$(PY) -m nnexp.run $(ARGS)
+
+sweep: install
+	$(PY) -m nnexp.run -m $(PARALLEL) cost=quadratic,crossentropy $(ARGS)
+
+ui: install
+	$(PY) -m nnexp.tracking ui
+
+report: install
+	$(PY) -m nnexp.report $(ARGS)
+
+# Every book experiment as a sweep (seeds and settings side by side on two cores), then RESULTS.md.
+reproduce: install
+	for e in $(EXPERIMENTS); do $(PY) -m nnexp.run -m $(PARALLEL) experiment=$$e || exit 1; done
+	$(PY) -m nnexp.results
+
 test: install
 	$(PY) -m pytest -q
 
@@ -22,6 +43,9 @@ test-full: install
 
 bench: install
 	cd benchmarks && ../$(PY) bench_engine.py
+
+bench-harness: install
+	$(PY) benchmarks/bench_harness.py
 
 lint: install
 	$(VENV)/bin/ruff check nnexp tests benchmarks

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
+from nnexp.components import dtype_of
+
 DATASETS = ("mnist", "digits")
 
 MIRRORS = (
@@ -45,7 +47,7 @@ _LAYOUT = {
     "digits": ((1000, 1397, 1797), 8, 16),
 }
 
-_DTYPES = ("float32", "float64")
+TRAIN_SIZES = {name: bounds[0] for name, (bounds, _, _) in _LAYOUT.items()}  # known without loading
 
 
 class DataError(Exception):
@@ -88,8 +90,7 @@ def load(name="mnist", train_size=None, expand=False, dtype="float32") -> Datase
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r} (accepted: {', '.join(DATASETS)})")
-    if dtype not in _DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r} (accepted: {', '.join(_DTYPES)})")
+    dtype = dtype_of(dtype)
     bounds, side, scale = _LAYOUT[name]
     n_train = bounds[0] if train_size is None else _check_train_size(train_size, bounds[0])
     images, labels = _mnist_arrays() if name == "mnist" else _digits_arrays()

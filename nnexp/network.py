@@ -41,9 +41,7 @@ class Network:
         self.cost = components.get(components.COSTS, "cost", cost)
         self.init = components.get(components.INITIALIZERS, "initializer", init)
         self.regularizer = components.get(components.REGULARIZERS, "regularizer", regularizer)(lmbda, p)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype {dtype!r} is not supported (accepted: float32, float64)")
+        self.dtype = components.dtype_of(dtype)
         self.rng = np.random.default_rng(seed)
         # Biases are N(0,1) for both initializers; weights are the initializer's choice.
         self.weights = [self.init.weights(self.rng, n_out, n_in).astype(self.dtype)

@@ -2,6 +2,8 @@
 beyond 127.0.0.1, and no MLflow telemetry."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,27 @@ def no_real_mirrors(monkeypatch):
     from nnexp import data
 
     monkeypatch.setattr(data, "MIRRORS", ["http://127.0.0.1:9/"])
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite MLflow store in ``tmp_path``, which is also the working directory.
+
+    The URI is what the store rule gives for that directory, and it is exported as $MLFLOW_TRACKING_URI
+    so that commands started in another directory log there too.
+    """
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def nnexp_run(tmp_path):
+    """Run ``python -m nnexp.run *args`` in ``tmp_path`` (so its outputs and store land there)."""
+
+    def run(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nnexp.run", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=timeout, check=False, **kwargs)
+
+    return run

@@ -1,0 +1,76 @@
+"""What the harness costs on top of the engine, measured the way a user meets it.
+
+    python benchmarks/bench_harness.py            # all four numbers, about 3 minutes on 2 cores
+
+1. start-up: from the command to the start of the first epoch (imports, Hydra, data, store, run);
+2. tracking overhead per epoch: the harness's epoch-to-epoch interval against ``sgd`` alone (target <= 15%);
+3. a default 30-epoch run, command to exit (target <= 15 s);
+4. a 4-run sweep with the joblib launcher (n_jobs=2) against the basic one (target >= 1.4x faster).
+
+The default run is timed twice in one temporary directory: first on a fresh store (a user's first run,
+which also creates the sqlite schema), then on the existing one. The engine-alone figure is measured in
+this process with the same data and seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nnexp import data, training
+from nnexp.network import Network
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("NNEXP_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+
+
+def timed_command(cwd: str, *args: str) -> tuple[float, list[tuple[float, str]]]:
+    """Run ``python -m nnexp.run *args`` in ``cwd``: (seconds to exit, [(seconds, stdout line)])."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "nnexp.run", *args], cwd=cwd, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    lines = [(time.perf_counter() - started, line) for line in process.stdout]
+    if process.wait() != 0:
+        raise SystemExit(f"nnexp.run {' '.join(args)} failed")
+    return time.perf_counter() - started, lines
+
+
+def report_run(what: str, total: float, lines: list[tuple[float, str]], engine: float) -> None:
+    epochs = [(t, line) for t, line in lines if " | epoch " in line]
+    first_epoch = float(epochs[0][1].rsplit("(", 1)[1].rstrip("s)\n"))  # the "(0.3s)" at the line's end
+    interval = statistics.median(b - a for (a, _), (b, _) in itertools.pairwise(epochs))
+    print(f"{what}:")
+    print(f"  start-up to first epoch:     {epochs[0][0] - first_epoch:5.2f} s")
+    print(f"  epoch, harness vs engine:    {interval:5.3f} s vs {engine:5.3f} s "
+          f"({(interval / engine - 1):+.1%} tracking overhead, median over epochs)")
+    print(f"  command to exit:             {total:5.2f} s "
+          f"(of which {total - epochs[-1][0]:.2f} s after training)")
+
+
+def engine_epochs(epochs: int = 30) -> list[float]:
+    """Epoch times of the default network trained by ``sgd`` alone, no harness."""
+    dataset = data.load("mnist")
+    net = Network([784, 30, 10], regularizer="l2", lmbda=5.0, seed=0)
+    return [m["epoch_seconds"] for m in training.sgd(net, dataset, epochs, 10, 0.5)]
+
+
+def main() -> None:
+    engine = statistics.median(engine_epochs())
+    with tempfile.TemporaryDirectory() as tmp:
+        report_run("default run, fresh store", *timed_command(tmp), engine)
+        report_run("default run, existing store", *timed_command(tmp), engine)
+    with tempfile.TemporaryDirectory() as basic_dir, tempfile.TemporaryDirectory() as joblib_dir:
+        basic, _ = timed_command(basic_dir, "-m", "seed=0,1,2,3")
+        joblib, _ = timed_command(joblib_dir, "-m", "seed=0,1,2,3", "hydra/launcher=joblib",
+                                  "hydra.launcher.n_jobs=2")
+    print(f"4-run sweep, basic vs joblib:  {basic:5.1f} s vs {joblib:5.1f} s ({basic / joblib:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

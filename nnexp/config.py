@@ -1,0 +1,222 @@
+"""The typed, closed configuration of one run, and its validation.
+
+``conf/`` holds the values; the dataclasses here hold the *shape*: registered in Hydra's ConfigStore as
+the first entry of ``conf/config.yaml``'s defaults list, they make the composed config closed (an unknown
+key is an error) and typed (``train.epochs=abc`` is an error). What types cannot say -- ranges, names the
+engine knows -- ``validate`` checks. ``ValidateCallback`` runs it in the launching process, before Hydra
+creates an output directory or the sweep callback creates an MLflow run, for every job of a sweep: bad
+input creates nothing at all.
+
+The schema declares no defaults (``MISSING``) so that the YAML files are the one place values live.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
+
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import (
+    CompactHydraException,
+    ConfigCompositionException,
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from nnexp import components, data, training
+
+
+@dataclass
+class NamedConfig:
+    """A component chosen by name: cost, activation or init (one YAML file per name in conf/)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class RegularizationConfig:
+    name: str = MISSING
+    lmbda: float = MISSING
+    p: float = 0.5  # the dropout probability; only dropout.yaml sets it, the others never read it
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    train_size: int | None = MISSING  # None = the whole training set
+    expand: bool = MISSING
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = MISSING  # hidden layer sizes; the input and output sizes come from the data
+
+
+@dataclass
+class TrainConfig:
+    eta: float = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    momentum: float = MISSING
+    schedule: str = MISSING
+    early_stopping: int | None = MISSING  # n of the no-improvement-in-n rule; None = never stop early
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = MISSING
+
+
+@dataclass
+class Config:
+    cost: NamedConfig = MISSING
+    activation: NamedConfig = MISSING
+    init: NamedConfig = MISSING
+    regularization: RegularizationConfig = MISSING
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    train: TrainConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    seed: int = MISSING
+    dtype: str = MISSING
+
+
+def register() -> None:
+    """Make the schema available to ``conf/config.yaml`` (its first default). Idempotent."""
+    ConfigStore.instance().store(name="nnexp_schema", node=Config)
+
+
+class ConfigError(CompactHydraException):
+    """An out-of-range value. Hydra prints a CompactHydraException as its message alone, no traceback."""
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed task config as a ``Config``, or ``ConfigError`` naming the first bad key.
+
+    Types and unknown keys were already enforced by the schema while Hydra composed ``cfg``.
+    """
+    task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    c: Config = OmegaConf.to_object(OmegaConf.merge(Config, task))  # Hydra's composed root is untyped
+    t, r, d = c.train, c.regularization, c.data
+    max_train = data.TRAIN_SIZES.get(d.name)
+    checks = [
+        ("cost.name", c.cost.name, c.cost.name in components.COSTS, _one_of(components.COSTS)),
+        ("activation.name", c.activation.name, c.activation.name in components.ACTIVATIONS,
+         _one_of(components.ACTIVATIONS)),
+        ("init.name", c.init.name, c.init.name in components.INITIALIZERS, _one_of(components.INITIALIZERS)),
+        ("regularization.name", r.name, r.name in components.REGULARIZERS, _one_of(components.REGULARIZERS)),
+        ("regularization.lmbda", r.lmbda, r.lmbda >= 0, "a number >= 0"),
+        ("regularization.p", r.p, 0 <= r.p < 1, "a probability in [0, 1)"),
+        ("data.name", d.name, max_train is not None, _one_of(data.DATASETS)),
+        ("data.train_size", d.train_size, d.train_size is None or 1 <= d.train_size <= (max_train or 0),
+         f"null (all) or an integer from 1 to {max_train} for {d.name}"),
+        ("model.hidden", c.model.hidden, all(size >= 1 for size in c.model.hidden),
+         "a list of layer sizes, each >= 1 (e.g. [30] or [100,30])"),
+        ("train.eta", t.eta, t.eta > 0, "a number > 0"),
+        ("train.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, "an integer >= 1"),
+        ("train.momentum", t.momentum, 0 <= t.momentum < 1, "a number in [0, 1)"),
+        ("train.schedule", t.schedule, t.schedule in training.SCHEDULES, _one_of(training.SCHEDULES)),
+        ("train.early_stopping", t.early_stopping, t.early_stopping is None or t.early_stopping >= 1,
+         "null (never) or an integer >= 1"),
+        ("dtype", c.dtype, c.dtype in components.DTYPES, _one_of(components.DTYPES)),
+        ("tracking.experiment", c.tracking.experiment, bool(c.tracking.experiment.strip()),
+         "a non-empty name"),
+    ]
+    for key, value, ok, accepted in checks:
+        if not ok:
+            raise ConfigError(f"invalid {key}={_show(value)}: accepted {accepted}")
+    return c
+
+
+def sweep_overrides(config: DictConfig) -> list[list[str]]:
+    """The task overrides of every job a multirun will launch, expanded as Hydra's BasicSweeper does:
+    ``hydra.sweeper.params`` from the config (experiments may define sweeps) then the command line."""
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += OmegaConf.to_container(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+
+
+class ValidateCallback(Callback):
+    """Rejects bad input in the launching process, before anything is created (listed first in
+    ``hydra.callbacks`` so it runs before the sweep callback creates the parent run).
+
+    Hydra turns an exception raised by a callback into a warning and carries on, so a bad config
+    exits here with SystemExit: its one-line message, exit status 1.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(config)
+        except ConfigError as error:
+            sys.exit(str(error))
+
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        for overrides in sweep_overrides(config):
+            try:
+                validate(compose(config_name=config_name, overrides=overrides))
+            except (ConfigError, ConfigCompositionException) as error:
+                sys.exit(f"{describe(error)} (in the job {' '.join(overrides)})")
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Report bad input as one line naming the key and what it accepts, and exit with status 1.
+
+    Hydra prints its composition errors over several lines (search path, object types...). Setting
+    HYDRA_FULL_ERROR makes Hydra raise them instead, to be summarized here; anything else still ends
+    with its full traceback. A user who set HYDRA_FULL_ERROR gets Hydra's own report.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        yield
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except (ConfigError, ConfigCompositionException, OverrideParseException) as error:
+        sys.exit(describe(error))
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
+
+
+def describe(error: HydraException) -> str:
+    """One line for one of Hydra's configuration errors (or ours)."""
+    cause = error.__cause__
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, name = error.missing_cfg_file.rpartition("/")
+        return f"unknown {group} {name!r} (accepted: {', '.join(error.options)})"
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        return f"unknown key {cause.full_key} (accepted: {', '.join(_keys_beside(cause.full_key))})"
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        return f"invalid {cause.full_key}: {cause.msg.splitlines()[0]}"
+    return str(error).splitlines()[0]
+
+
+def _keys_beside(full_key: str) -> list[str]:
+    """The keys the schema allows where ``full_key`` was found: for "train.etaa", those of TrainConfig."""
+    schema = Config
+    for part in full_key.split(".")[:-1]:
+        schema = get_type_hints(schema)[part]
+    return [field.name for field in fields(schema)]
+
+
+def _one_of(names) -> str:
+    return "one of " + ", ".join(names)
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value).replace(" ", "")
+

@@ -1,0 +1,252 @@
+"""Compare runs from the MLflow store: learning-curve figures and a summary table.
+
+    python -m nnexp.report                        # latest sweep of the most recently active experiment
+    python -m nnexp.report --sweep <parent run id> --out reports/costs
+    python -m nnexp.report --experiment nnexp --runs <id> <id>
+
+Runs are labelled by what differs between them (the Hydra overrides that differ, e.g. ``cost=quadratic``),
+so the same code serves a two-run comparison and a large sweep. ``write_report`` is also called by the
+sweep callback, so every sweep's parent run carries the same figures and table as this command writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from nnexp import tracking
+from nnexp.plots import plot_learning_curves, plot_metric
+
+HISTORY_KEYS = ("train_cost", "train_accuracy", "validation_cost", "validation_accuracy",
+                "test_cost", "test_accuracy")
+OVERRIDES_TAG = "nnexp.overrides"
+SWEEP_TAG = "nnexp.sweep"
+PARENT_TAG = "mlflow.parentRunId"
+UNSET = "(default)"  # shown for an override key that a run did not set
+
+
+class ReportError(Exception):
+    """A user-facing problem (missing store, unknown id...): printed as one line, no traceback."""
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client for an existing store. A local store that is missing is an error rather than something
+    to create: MLflow would otherwise silently create an empty mlflow.db wherever the command was run."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("sqlite", "file", ""):
+        path = Path(uri.removeprefix("sqlite:///") if parsed.scheme == "sqlite" else parsed.path)
+        if not path.exists():
+            raise ReportError(f"no MLflow store at {path} (run `python -m nnexp.run` here first, "
+                              f"or set MLFLOW_TRACKING_URI)")
+    return MlflowClient(tracking_uri=uri)
+
+
+def search_all(client: MlflowClient, experiment_ids: Sequence[str], filter_string: str = "",
+               order_by: Sequence[str] = ("attributes.start_time ASC",)) -> list[Run]:
+    """Every matching run, following MLflow's pagination (a page holds at most 1000 runs)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(list(experiment_ids), filter_string, order_by=list(order_by),
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def sweep_children(client: MlflowClient, parent: Run) -> list[str]:
+    """Ids of the sweep's child runs in job order."""
+    children = search_all(client, [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    children.sort(key=lambda run: int(run.data.tags.get("nnexp.job", "0") or 0))
+    return [run.info.run_id for run in children]
+
+
+def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
+                runs: Sequence[str] = ()) -> tuple[list[str], str]:
+    """Resolve the command-line selection to (run ids, report name).
+
+    Without --runs or --sweep the latest sweep of the experiment is reported, or, if the experiment has
+    no sweep, all its runs; ``sweep="latest"`` insists on a sweep.
+    """
+    if runs:
+        for run_id in runs:
+            _get_run(client, run_id, "run")
+        return list(runs), f"{_experiment_of(client, runs[0])} / selected runs"
+    if sweep not in (None, "latest"):
+        parent = _get_run(client, sweep, "sweep run")
+        children = sweep_children(client, parent)
+        if not children:
+            raise ReportError(f"run {sweep} is not a sweep: it has no child runs")
+        return children, f"{_experiment_of(client, sweep)} / {parent.info.run_name or sweep}"
+    exp = _experiment(client, experiment)
+    candidates = search_all(client, [exp.experiment_id], order_by=["attributes.start_time DESC"])
+    if not candidates:
+        raise ReportError(f"no runs in experiment {exp.name!r}")
+    parents = [run for run in candidates if run.data.tags.get(SWEEP_TAG) == "true"]
+    if parents:
+        return select_runs(client, sweep=parents[0].info.run_id)
+    if sweep == "latest":
+        raise ReportError(f"no sweep in experiment {exp.name!r} (runs tagged {SWEEP_TAG}=true)")
+    return [run.info.run_id for run in reversed(candidates)], exp.name
+
+
+def _get_run(client: MlflowClient, run_id: str, what: str) -> Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise ReportError(f"unknown {what} id {run_id!r}") from None
+
+
+def _experiment_of(client: MlflowClient, run_id: str) -> str:
+    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+
+
+def _experiment(client: MlflowClient, name: str | None):
+    """The named experiment, or by default the one whose latest run started most recently."""
+    experiments = client.search_experiments()
+    if name is not None:
+        for exp in experiments:
+            if exp.name == name:
+                return exp
+        available = ", ".join(sorted(exp.name for exp in experiments)) or "none"
+        raise ReportError(f"unknown experiment {name!r} (available: {available})")
+    latest = client.search_runs([exp.experiment_id for exp in experiments],
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    if not latest:
+        raise ReportError(f"no runs in the MLflow store at {client.tracking_uri}")
+    return client.get_experiment(latest[0].info.experiment_id)
+
+
+def run_history(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    """Per-epoch metrics of a run (step = epoch), one column per key of HISTORY_KEYS."""
+    columns = {key: pd.Series({m.step: m.value for m in client.get_metric_history(run_id, key)}, dtype=float)
+               for key in HISTORY_KEYS}
+    return pd.DataFrame(columns).rename_axis("epoch").sort_index().reset_index()
+
+
+def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
+    """What distinguishes each run: the values of the differing override keys, or, when the overrides are
+    all alike (e.g. hand-picked runs launched with the same command line), of the differing params.
+
+    Returns one {key: value} dict per run (the table's key columns) and one legend label per run; labels of
+    runs that do not differ at all are made unique with the run name."""
+    settings = [_overrides(run) for run in runs]
+    if not _differing(settings):
+        settings = [run.data.params for run in runs]
+    keys = _differing(settings)
+    values = [{key: s.get(key, UNSET) for key in keys} for s in settings]
+    labels = [" ".join(f"{k}={v}" for k, v in vals.items()) or run.info.run_name
+              for vals, run in zip(values, runs)]
+    duplicated = {label for label in labels if labels.count(label) > 1}
+    labels = [f"{label} ({run.info.run_name})" if label in duplicated else label
+              for label, run in zip(labels, runs)]
+    return values, labels
+
+
+def _overrides(run: Run) -> dict[str, str]:
+    """``"cost=quadratic seed=1"`` -> {"cost": "quadratic", "seed": "1"}."""
+    return dict(token.partition("=")[::2] for token in run.data.tags.get(OVERRIDES_TAG, "").split())
+
+
+def _differing(settings: Sequence[dict[str, str]]) -> list[str]:
+    """Keys (in first-seen order) whose value is not the same in every run."""
+    keys = dict.fromkeys(key for s in settings for key in s)
+    return [key for key in keys if len({s.get(key) for s in settings}) > 1]
+
+
+def summarize(run: Run, history: pd.DataFrame) -> dict:
+    """One table row. Best/final come from the epoch history, so failed runs are summarized from the
+    epochs they completed; best test accuracy is the peak over epochs, as the book reports it."""
+    val, test = history["validation_accuracy"] * 100, history["test_accuracy"] * 100
+    best = val.idxmax() if val.notna().any() else None
+    end = run.info.end_time
+    wall = run.data.metrics.get("wall_seconds",
+                                (end - run.info.start_time) / 1000 if end else math.nan)
+    return {
+        "status": run.info.status.lower(),
+        "best validation %": val.max(),
+        "final validation %": val.iloc[-1] if len(val) else math.nan,
+        "best test %": test.max(),
+        "final test %": test.iloc[-1] if len(test) else math.nan,
+        "best epoch": history["epoch"][best] if best is not None else pd.NA,
+        "epochs": len(history),
+        "wall s": wall,
+    }
+
+
+def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: str) -> list[Path]:
+    """Write accuracy.png, cost.png, learning_curves.png, summary.csv and summary.md into out_dir."""
+    if not run_ids:
+        raise ReportError("no runs to report")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [client.get_run(run_id) for run_id in run_ids]
+    histories = [run_history(client, run_id) for run_id in run_ids]
+    values, labels = run_labels(runs)
+    by_label = dict(zip(labels, histories))
+    paths = [plot_metric(by_label, "accuracy", out / "accuracy.png", f"{title}: accuracy"),
+             plot_metric(by_label, "cost", out / "cost.png", f"{title}: cost"),
+             plot_learning_curves(by_label, out / "learning_curves.png", title)]
+
+    rows = [{"run": run.info.run_name, "run_id": run.info.run_id, **vals, **summarize(run, history)}
+            for run, vals, history in zip(runs, values, histories)]
+    failures = [run.data.tags.get("failure_reason", "") for run in runs]
+    table = pd.DataFrame(rows).astype({"best epoch": "Int64"})
+    table = table.assign(**({"failure": failures} if any(failures) else {}))
+    table = table.sort_values("best validation %", ascending=False, na_position="last", kind="stable")
+    table.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(f"# {title}\n\n{to_markdown(table.drop(columns='run_id'))}\n")
+    return paths + [out / "summary.csv", out / "summary.md"]
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub markdown table, numbers right-aligned with 2 decimals (no tabulate dependency)."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.2f}"
+        return "" if value is None or value is pd.NA else str(value).replace("|", r"\|")
+
+    numeric = [pd.api.types.is_numeric_dtype(dtype) for dtype in table.dtypes]
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
+             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.=-]+", "_", name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nnexp.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", help="experiment name (default: the most recently active one; "
+                        "not needed with a sweep id or --runs)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sweep", help="sweep parent run id, or 'latest' (default: the latest sweep)")
+    which.add_argument("--runs", nargs="+", default=(), metavar="ID", help="report these runs")
+    parser.add_argument("--out", type=Path, help="output directory (default: reports/<experiment>_<sweep name>)")
+    args = parser.parse_args(argv)
+    try:
+        client = open_store(tracking.store_uri())
+        run_ids, name = select_runs(client, args.experiment, args.sweep, args.runs)
+        paths = write_report(client, run_ids, args.out or Path("reports") / _slug(name), name)
+    except (ReportError, MlflowException) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"nnexp.report: error: {message}", file=sys.stderr)
+        return 1
+    print(f"report on {len(run_ids)} runs written to {paths[0].parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

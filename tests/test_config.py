@@ -1,0 +1,90 @@
+"""Composition of conf/ with real Hydra, and validation of the composed config (in process)."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+from nnexp import components, config, data
+from nnexp.run import CONF
+
+GROUPS = {
+    "cost": components.COSTS,
+    "activation": components.ACTIVATIONS,
+    "init": components.INITIALIZERS,
+    "regularization": components.REGULARIZERS,
+    "data": data.DATASETS,
+}
+
+
+@pytest.fixture(scope="module")
+def composer():
+    """compose(overrides) -> the task config, as ``python -m nnexp.run`` would compose it."""
+    config.register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield lambda *overrides: compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_conf_has_one_file_per_engine_name(group):
+    assert sorted(path.stem for path in (CONF / group).glob("*.yaml")) == sorted(GROUPS[group])
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, names in GROUPS.items() for o in names])
+def test_every_group_option_composes_and_validates(composer, group, option):
+    c = config.validate(composer(f"{group}={option}"))
+    assert getattr(c, group).name == option
+
+
+def test_default_is_chapter_3_network(composer):
+    c = config.validate(composer())
+    assert (c.cost.name, c.activation.name, c.init.name) == ("crossentropy", "sigmoid", "scaled")
+    assert (c.regularization.name, c.regularization.lmbda) == ("l2", 5.0)
+    assert (c.data.name, c.data.train_size, c.data.expand, c.model.hidden) == ("mnist", None, False, [30])
+    assert (c.train.eta, c.train.batch_size, c.train.epochs, c.train.momentum) == (0.5, 10, 30, 0.0)
+    assert (c.train.schedule, c.train.early_stopping, c.seed, c.dtype) == ("constant", None, 0, "float32")
+    assert c.tracking.experiment == "nnexp"
+
+
+def test_dropout_combines_with_l2(composer):
+    c = config.validate(composer("regularization=dropout", "regularization.lmbda=0.1"))
+    assert (c.regularization.name, c.regularization.p, c.regularization.lmbda) == ("dropout", 0.5, 0.1)
+
+
+def test_experiment_is_a_global_package(composer):
+    c = config.validate(composer("experiment=smoke"))
+    assert (c.data.train_size, c.train.epochs) == (1000, 3)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.eta=0"], "invalid train.eta=0.0: accepted a number > 0"),
+    (["train.batch_size=0"], "invalid train.batch_size=0"),
+    (["train.epochs=0"], "invalid train.epochs=0"),
+    (["train.momentum=1"], "invalid train.momentum=1.0"),
+    (["train.schedule=cosine"], "invalid train.schedule=cosine: accepted one of constant, halve"),
+    (["train.early_stopping=0"], "invalid train.early_stopping=0"),
+    (["model.hidden=[30,0]"], "invalid model.hidden=[30,0]"),
+    (["data.train_size=50001"], "accepted null (all) or an integer from 1 to 50000 for mnist"),
+    (["data=digits", "data.train_size=1001"], "from 1 to 1000 for digits"),
+    (["regularization.lmbda=-0.1"], "invalid regularization.lmbda=-0.1"),
+    (["regularization=dropout", "regularization.p=1.0"], "invalid regularization.p=1.0: accepted a prob"),
+    (["cost.name=cubic"], "invalid cost.name=cubic: accepted one of quadratic, crossentropy, loglikelihood"),
+    (["dtype=float16"], "invalid dtype=float16"),
+])
+def test_out_of_range_values_are_named(composer, overrides, message):
+    with pytest.raises(config.ConfigError) as error:
+        config.validate(composer(*overrides))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=abc", "invalid train.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("train.etaa=1", "unknown key train.etaa (accepted: eta, epochs, batch_size,"),
+    ("cost=cubic", "unknown cost 'cubic' (accepted: crossentropy, loglikelihood, quadratic)"),
+    ("experiment=nope", "unknown experiment 'nope' (accepted: "),
+])
+def test_hydra_errors_are_described_in_one_line(composer, override, message):
+    with pytest.raises(ConfigCompositionException) as error:
+        composer(override)
+    assert config.describe(error.value).startswith(message)
+    assert "\n" not in config.describe(error.value)

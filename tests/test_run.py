@@ -1,0 +1,122 @@
+"""``python -m nnexp.run`` end to end: real Hydra, a real sqlite MLflow store in a temp dir."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from nnexp import data
+from nnexp.network import Network
+
+SMOKE = ("data.train_size=1000", "train.epochs=2")
+EPOCH_KEYS = {"train_cost", "train_accuracy", "validation_cost", "validation_accuracy", "test_cost",
+              "test_accuracy", "epoch_seconds", "eta"}
+
+
+def all_runs(uri):
+    client = MlflowClient(uri)
+    return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize("args,key", [
+    (["cost=quadratik"], "cost"),
+    (["train.eta=0"], "train.eta"),
+    (["train.batch_size=0"], "train.batch_size"),
+    (["train.epochs=abc"], "train.epochs"),
+    (["model.hidden=[30,0]"], "model.hidden"),
+    (["data.train_size=50001"], "data.train_size"),
+    (["regularization.lmbda=-1"], "regularization.lmbda"),
+    (["regularization=dropout", "regularization.p=1"], "regularization.p"),
+    (["experiment=nope"], "experiment"),
+    (["train.etaa=1"], "train.etaa"),
+    (["-m", "train.eta=0.1,0"], "train.eta"),
+    (["-m", "hydra/launcher=joblib", "cost=quadratic,cubic"], "cost"),
+])
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_run, args, key):
+    result = nnexp_run(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no outputs/ or multirun/
+
+
+def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
+    without_uri = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    result = nnexp_run(*SMOKE, "train.eta=1.0", env=without_uri)  # the store rule: ./mlflow.db ...
+    assert result.returncode == 0, result.stderr
+    client, (run,) = all_runs(store)  # ... which is where the fixture points this process
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "nnexp"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning" in result.stdout
+    assert [line.split(" | ")[1][:10] for line in result.stdout.splitlines() if " | " in line] == \
+        ["epoch 1/2 ", "epoch 2/2 "]  # not a TTY: one plain line per epoch
+
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "data.train_size=1000 train.epochs=2 train.eta=1.0 seed=0"
+    tags = run.data.tags
+    assert tags["nnexp.overrides"] == "data.train_size=1000 train.epochs=2 train.eta=1.0"
+    assert (tags["nnexp.sweep_id"], tags["nnexp.job"], tags["nnexp.seed"]) == ("", "0", "0")
+    assert len(tags["nnexp.git_commit"].removesuffix("-dirty")) == 40
+    params = run.data.params
+    assert (params["train.eta"], params["model.hidden"], params["seed"]) == ("1.0", "[30]", "0")
+    for key in EPOCH_KEYS:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+    metrics = run.data.metrics
+    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] in (1, 2) and metrics["wall_seconds"] > 0
+    assert metrics["best_validation_accuracy"] >= metrics["final_validation_accuracy"] > 0.5
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts >= {"config.yaml", "metrics.csv", "learning_curves.png", "network.npz", ".hydra",
+                         "model"}
+    local = tmp_path / "download"
+    local.mkdir()
+    csv = pd.read_csv(client.download_artifacts(run.info.run_id, "metrics.csv", str(local)))
+    assert list(csv["epoch"]) == [1, 2] and EPOCH_KEYS <= set(csv.columns)
+
+    test = data.load("mnist", train_size=10).test
+    net = Network.load(client.download_artifacts(run.info.run_id, "network.npz", str(local)))
+    assert net.evaluate(test.X, test.y, 1000)[1] == pytest.approx(metrics["final_test_accuracy"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    digits = model.predict(test.X[:100])
+    assert digits.shape == (100,) and set(digits) <= set(range(10))
+    assert np.array_equal(digits, net.predict(test.X[:100]))
+    assert np.array_equal(model.predict(pd.DataFrame(test.X[:5])), digits[:5])
+
+
+def test_same_config_and_seed_give_identical_histories(store, nnexp_run):
+    result = nnexp_run("-m", "data=digits", *SMOKE, "seed=3,3")
+    assert result.returncode == 0, result.stderr
+    client, runs = all_runs(store)
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    histories = [[(m.step, m.value) for key in sorted(EPOCH_KEYS - {"epoch_seconds"})
+                  for m in client.get_metric_history(run.info.run_id, key)] for run in children]
+    assert len(histories) == 2 and len(histories[0]) == 2 * 7
+    assert histories[0] == histories[1]
+
+
+def test_ctrl_c_ends_the_run_killed(tmp_path, store):
+    process = subprocess.Popen([sys.executable, "-m", "nnexp.run", "train.epochs=30"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "epoch 1/30" in process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    _, (run,) = all_runs(store)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "interrupted"
+
+
+def test_missing_data_is_one_line_and_creates_no_run(tmp_path, nnexp_run):
+    result = nnexp_run(*SMOKE, env={**os.environ, "NNEXP_DATA_DIR": str(tmp_path / "none")})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("NNEXP_DATA_DIR=")  # after Hydra's job line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,75 @@
+"""Sweeps (``python -m nnexp.run -m``): one parent run per multirun, every job's run nested under it."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+SMOKE = ("experiment=smoke", "data=digits")
+DIVERGES = ("activation=relu", "init=large")  # with train.eta=1000: NaN cost in the first epoch, any seed
+
+
+def sweep_runs(uri):
+    """(client, the parent run, its children in job order); asserts there is exactly one sweep."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [run for run in runs if run.data.tags.get("nnexp.sweep") == "true"]
+    children = sorted((run for run in runs if run is not parent), key=lambda r: int(r.data.tags["nnexp.job"]))
+    assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)
+    assert all(run.data.tags["nnexp.sweep_id"] == parent.info.run_id for run in children)
+    return client, parent, children
+
+
+@pytest.mark.parametrize("launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")],
+                         ids=["basic", "joblib"])
+def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_run, launcher):
+    result = nnexp_run("-m", *launcher, *SMOKE, "cost=quadratic,crossentropy")
+    assert result.returncode == 0, result.stderr
+    client, parent, children = sweep_runs(store)
+    assert parent.info.status == "FINISHED"
+    overrides = [f"{' '.join(SMOKE)} cost={cost}" for cost in ("quadratic", "crossentropy")]
+    assert [run.data.tags["nnexp.overrides"] for run in children] == overrides
+    assert [run.info.run_name for run in children] == [f"{o} seed=0" for o in overrides]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "validation_accuracy")
+        assert [m.step for m in history] == [1, 2, 3]
+    report = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"learning_curves.png", "summary.csv", "summary.md"} <= report
+    assert f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning" in \
+        result.stdout.splitlines()[-1]
+
+
+def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_run):
+    result = nnexp_run("-m", *SMOKE, *DIVERGES, "train.eta=1000,0.5")
+    assert result.returncode == 0, result.stderr  # divergence is a result: the sweep goes on
+    client, parent, (diverged, trained) = sweep_runs(store)
+    assert diverged.info.status == "FAILED"
+    assert diverged.data.tags["failure_reason"].startswith("diverged: ")
+    assert diverged.data.metrics["epochs_run"] == 0
+    assert trained.info.status == "FINISHED" and trained.data.metrics["epochs_run"] == 3
+    assert parent.info.status == "FAILED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.md"}
+
+
+def test_a_crashing_job_still_ends_the_parent(tmp_path, store, nnexp_run):
+    """Hydra does not call on_multirun_end when a job raises: the exit hook must end the parent."""
+    result = nnexp_run("-m", "data=mnist", "seed=0,1", env={**os.environ, "NNEXP_DATA_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(run.data.tags.get("nnexp.sweep"), run.info.status) for run in runs] == [("true", "FAILED")]
+
+
+def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store):
+    process = subprocess.Popen([sys.executable, "-m", "nnexp.run", "-m", "seed=0,1"], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    next(line for line in process.stdout if "epoch 1/30" in line)  # Hydra's log lines come first
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: to the whole process group
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    _, parent, (child,) = sweep_runs(store)
+    assert (parent.info.status, child.info.status) == ("KILLED", "KILLED")
