@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MLFLOW_DISABLE_TELEMETRY ?= true
+# MNIST from ../shared when it is there (this project's machines); otherwise nnexp downloads it once.
+export NNEXP_DATA_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 # the book's experiments, in the order of its table (experiments/*.yaml but smoke)
 EXPERIMENTS := $(filter-out smoke,$(basename $(notdir $(wildcard experiments/*.yaml))))

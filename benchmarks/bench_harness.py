@@ -21,13 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from nnexp import data, training
 from nnexp.network import Network
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("NNEXP_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/mnist"))
 
 
 def timed_command(cwd: str, *args: str) -> tuple[float, list[tuple[float, str]]]:

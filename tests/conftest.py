@@ -23,6 +23,21 @@ def no_real_mirrors(monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", ["http://127.0.0.1:9/"])
 
 
+@pytest.fixture(scope="module")
+def composer():
+    """compose(*overrides) -> the config as ``python -m nnexp.run`` would compose it (with the ``hydra``
+    node, as the launching process sees it)."""
+    from hydra import compose, initialize_config_dir
+
+    from nnexp import config
+    from nnexp.run import CONF
+
+    config.register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield lambda *overrides: compose(config_name="config", overrides=list(overrides),
+                                         return_hydra_config=True)
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> str:
     """A fresh sqlite MLflow store in ``tmp_path``, which is also the working directory.

@@ -1,7 +1,6 @@
 """Composition of conf/ with real Hydra, and validation of the composed config (in process)."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from nnexp import components, config, data
@@ -14,14 +13,6 @@ GROUPS = {
     "regularization": components.REGULARIZERS,
     "data": data.DATASETS,
 }
-
-
-@pytest.fixture(scope="module")
-def composer():
-    """compose(overrides) -> the task config, as ``python -m nnexp.run`` would compose it."""
-    config.register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield lambda *overrides: compose(config_name="config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("group", GROUPS)
