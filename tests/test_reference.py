@@ -16,7 +16,7 @@ from nnexp.network import Network
 from nnexp.training import sgd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_network import ReferenceNetwork, as_column_pairs  # noqa: E402
+from reference_network import ReferenceNetwork, as_column_pairs
 
 
 def test_one_epoch_matches_the_books_algorithm_step_for_step():
