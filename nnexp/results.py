@@ -1,0 +1,205 @@
+"""The book's MNIST results against nnexp's: ``experiments/RESULTS.md``, the last step of ``make reproduce``.
+
+``ROWS`` holds what the book reports (``../shared/book-results.md``), each row tied to the experiment
+config that reproduces it. Everything nnexp's column shows is read back from the MLflow store: the
+latest sweep of each experiment, whose runs ``make reproduce`` has just made. Nothing measured is typed.
+
+    python -m nnexp.results [--out experiments]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.entities import Run
+
+from nnexp import report
+from nnexp.tracking import store_uri
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is this close to the book's
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the book's table: its peak accuracy on ``split`` for the runs of ``experiment``
+    whose params match ``where``; with several seeds the book quotes the best run."""
+
+    number: str
+    experiment: str
+    setting: str
+    split: str  # "test", "validation" or "train"
+    book: float | None  # percent; None where the book gives no single number to match
+    book_text: str
+    where: Mapping[str, str] = field(default_factory=dict)
+    rising: bool = False  # the book quotes where the curve starts as well as its peak
+
+
+ROWS = (
+    Row("1", "ch1_quadratic_30", "[784,30,10] quadratic, large init, eta 3.0", "test", 95.42,
+        "95.42% (best of 3)"),
+    Row("2", "ch1_quadratic_100", "[784,100,10] quadratic, large init, eta 3.0", "test", 96.59,
+        "96.59% (best of 3)"),
+    Row("3", "ch1_learning_rate", "[784,100,10] quadratic, eta 0.001", "test", None,
+        "11.39% rising to 21.42%", {"model.hidden": "[100]", "train.eta": "0.001"}, rising=True),
+    Row("4", "ch1_learning_rate", "[784,30,10] quadratic, eta 100.0", "test", None, "stuck near 10%",
+        {"model.hidden": "[30]", "train.eta": "100.0"}),
+    Row("6", "ch3_crossentropy_30", "[784,30,10] cross-entropy, large init, eta 0.5", "test", 95.49,
+        "95.49%"),
+    Row("7", "ch3_crossentropy_100", "[784,100,10] cross-entropy, large init, eta 0.5", "test", 96.82,
+        "96.82%"),
+    Row("9", "ch3_crossentropy_30", "[784,30,10] cross-entropy: test accuracy", "test", 95.33, "95.33%"),
+    Row("9", "ch3_crossentropy_30", "[784,30,10] cross-entropy: training accuracy", "train", 97.86,
+        "97.86%"),
+    Row("11", "ch3_l2_30", "[784,30,10] cross-entropy, L2 lmbda 5.0, eta 0.5", "test", 96.49, "96.49%"),
+    Row("12", "ch3_l2_100", "[784,100,10] cross-entropy, L2 lmbda 5.0, eta 0.5", "validation", 97.92,
+        "97.92%"),
+    Row("13", "ch3_l2_100_slow", "[784,100,10] cross-entropy, L2 lmbda 5.0, eta 0.1, 60 epochs",
+        "validation", 98.04, "98.04%"),
+)
+
+# Experiments of what chapter 3 describes without running it on MNIST: no book number to compare with.
+BEYOND = ("ch3_quadratic_vs_crossentropy", "ch3_dropout_vs_l2", "ch3_early_stopping", "ch3_tanh_vs_sigmoid",
+          "ch3_weight_init")
+
+
+@dataclass
+class Sweep:
+    """The runs of an experiment's latest sweep, with their histories, as the report reads them."""
+
+    name: str
+    parent: Run
+    runs: list[Run]
+    histories: dict[str, object]  # run id -> per-epoch DataFrame
+
+    @property
+    def seconds(self) -> float:
+        return (self.parent.info.end_time - self.parent.info.start_time) / 1000
+
+    def matching(self, where: Mapping[str, str]) -> list[Run]:
+        return [r for r in self.runs if all(r.data.params.get(k) == v for k, v in where.items())]
+
+    def peak(self, run: Run, split: str) -> float:
+        return 100 * float(self.histories[run.info.run_id][f"{split}_accuracy"].max())
+
+
+def load_sweep(client, experiment: str, figures: Path) -> Sweep:
+    """The latest sweep of ``experiment``, and its comparison figures written under ``figures``."""
+    run_ids, _ = report.select_runs(client, experiment=experiment, sweep="latest")
+    runs = [client.get_run(run_id) for run_id in run_ids]
+    parent = client.get_run(runs[0].data.tags[report.PARENT_TAG])
+    histories = {run_id: report.run_history(client, run_id) for run_id in run_ids}
+    report.write_report(client, run_ids, figures / experiment, experiment)
+    return Sweep(experiment, parent, runs, histories)
+
+
+def measured(row: Row, sweep: Sweep) -> tuple[str, float | None, str]:
+    """(nnexp's figure as text, its peak in percent, the seeds behind it) for one row."""
+    runs = sweep.matching(row.where)
+    if not runs:
+        raise report.ReportError(f"experiment {row.experiment} has no run with {dict(row.where)}")
+    best = max(runs, key=lambda run: sweep.peak(run, row.split))
+    peak = sweep.peak(best, row.split)
+    seeds = ", ".join(sorted(run.data.tags.get("nnexp.seed", "?") for run in runs))
+    if row.rising:
+        first = 100 * float(sweep.histories[best.info.run_id][f"{row.split}_accuracy"].iloc[0])
+        return f"{first:.2f}% rising to {peak:.2f}%", peak, seeds
+    if len(runs) == 1:
+        return f"{peak:.2f}%", peak, seeds
+    worst = min(sweep.peak(run, row.split) for run in runs)
+    return f"{peak:.2f}% (best of {len(runs)}; worst {worst:.2f}%)", peak, seeds
+
+
+def verdict(row: Row, peak: float) -> str:
+    if row.book is None:
+        return "qualitative, see notes"
+    difference = peak - row.book
+    mark = "yes" if abs(difference) <= TOLERANCE else "**no**"
+    return f"{difference:+.2f} pp, {mark}"
+
+
+def book_table(sweeps: Mapping[str, Sweep]) -> list[str]:
+    """The book's rows against nnexp's, as markdown lines (RESULTS.md and the README share it)."""
+    lines = ["| row | setting | on | book | nnexp | difference, reproduced | seeds | wall time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in ROWS:
+        sweep = sweeps[row.experiment]
+        text, peak, seeds = measured(row, sweep)
+        lines.append(f"| {row.number} | {row.setting} (`experiment={row.experiment}`) | {row.split} | "
+                     f"{row.book_text} | {text} | {verdict(row, peak)} | {seeds} | {sweep.seconds:.0f} s |")
+    return lines
+
+
+def render(sweeps: Mapping[str, Sweep], figures: Path, out: Path) -> str:
+    rel = figures.relative_to(out)
+    lines = [
+        "# The book's MNIST results, reproduced",
+        "",
+        "Written by `make reproduce` (`python -m nnexp.results`) from the runs in the MLflow store: every",
+        "nnexp figure below is measured. The book's figures are from `../shared/book-results.md`: the",
+        f"**peak** accuracy over a run's epochs. A row is reproduced when nnexp's peak is within {TOLERANCE}",
+        "percentage points (pp) of the book's; for chapter 1 both are the best of three seeds.",
+        "",
+        *book_table(sweeps),
+        "",
+        "## Beyond the book's runs",
+        "",
+        "Chapter 3 describes these without running them on MNIST; peaks of each run:",
+        "",
+        "| experiment | run | best validation | best test | epochs | wall time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in BEYOND:
+        sweep = sweeps[name]
+        for run in sweep.runs:
+            label = run.data.tags.get(report.OVERRIDES_TAG) or run.info.run_name
+            history = sweep.histories[run.info.run_id]
+            lines.append(f"| `{name}` | {label} | {sweep.peak(run, 'validation'):.2f}% | "
+                         f"{sweep.peak(run, 'test'):.2f}% | {len(history)} | {sweep.seconds:.0f} s |")
+    lines += ["", "## Learning curves", ""]
+    for name in sweeps:
+        lines += [f"### `{name}`", "", f"![{name}]({rel / name / 'accuracy.png'})", ""]
+    notes = out / "NOTES.md"
+    if notes.exists():
+        lines += ["## Notes", "", notes.read_text().strip(), ""]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, table: Sequence[str]) -> None:
+    """Put the table between the README's results markers, so the README quotes measured numbers too."""
+    text = readme.read_text()
+    head, start, rest = text.partition(README_START)
+    _, end, tail = rest.partition(README_END)
+    if not (start and end):
+        raise report.ReportError(f"{readme} lacks the markers {README_START} ... {README_END}")
+    readme.write_text(head + start + "\n" + "\n".join(table) + "\n" + end + tail)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nnexp.results", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("experiments"),
+                        help="where RESULTS.md and the figures (results/) go (default: experiments)")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"),
+                        help="the README whose results table to update (default: README.md)")
+    args = parser.parse_args(argv)
+    try:
+        client = report.open_store(store_uri())
+        figures = args.out / "results"
+        names = dict.fromkeys([row.experiment for row in ROWS] + list(BEYOND))
+        sweeps = {name: load_sweep(client, name, figures) for name in names}
+        text = render(sweeps, figures, args.out)
+        update_readme(args.readme, book_table(sweeps))
+    except report.ReportError as error:
+        print(f"nnexp.results: error: {error}", file=sys.stderr)
+        return 2
+    (args.out / "RESULTS.md").write_text(text)
+    print(f"wrote {args.out / 'RESULTS.md'} and the results table of {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The book reproduced, end to end, as `make reproduce` does it: slow (about 8 minutes on 2 cores), so
+marked ``slow`` and run by `make test-full`, not by `make test` or CI."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnexp import report, results
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("ch*.yaml"))
+KNOWN_MISSES = {"2": "run-to-run spread of the saturated quadratic [784,100,10] net: experiments/NOTES.md"}
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """Every book experiment swept into a fresh store, then RESULTS.md written from it."""
+    where = tmp_path_factory.mktemp("reproduce")
+    for name in EXPERIMENTS:
+        done = subprocess.run([sys.executable, "-m", "nnexp.run", "-m", "hydra/launcher=joblib",
+                               "hydra.launcher.n_jobs=2", f"experiment={name}"], cwd=where, check=False,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    readme = where / "README.md"
+    readme.write_text(f"{results.README_START}\n{results.README_END}\n")
+    done = subprocess.run([sys.executable, "-m", "nnexp.results", "--out", str(where / "experiments"),
+                           "--readme", str(readme)], cwd=where, check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    client = report.open_store(f"sqlite:///{where / 'mlflow.db'}")
+    names = {row.experiment for row in results.ROWS}
+    return where, {name: results.load_sweep(client, name, where / "figures") for name in names}
+
+
+def test_results_md_has_every_row(reproduced):
+    where, _ = reproduced
+    text = (where / "experiments" / "RESULTS.md").read_text()
+    for row in results.ROWS:
+        assert f"| {row.number} | {row.setting}" in text
+    assert "| 1 |" in (where / "README.md").read_text()
+
+
+@pytest.mark.parametrize("row", [r for r in results.ROWS if r.book is not None],
+                         ids=lambda r: f"row{r.number}-{r.split}")
+def test_row_is_within_tolerance_of_the_book(reproduced, row):
+    if row.number in KNOWN_MISSES:
+        pytest.xfail(KNOWN_MISSES[row.number])
+    _, sweeps = reproduced
+    _, peak, _ = results.measured(row, sweeps[row.experiment])
+    assert abs(peak - row.book) <= results.TOLERANCE
+
+
+def test_rows_3_and_4_stay_near_chance_at_extreme_learning_rates(reproduced):
+    _, sweeps = reproduced
+    for row in results.ROWS:
+        if row.where and row.where["train.eta"] == "100.0":
+            _, peak, _ = results.measured(row, sweeps[row.experiment])
+            assert peak < 15.0

@@ -1,0 +1,64 @@
+"""RESULTS.md's machinery on a real (tiny) sweep; the full reproduction is marked slow."""
+
+import subprocess
+import sys
+
+import pytest
+
+from nnexp import report, results
+
+ROW_3, ROW_4 = (row for row in results.ROWS if row.experiment == "ch1_learning_rate")
+
+
+@pytest.fixture(scope="module")
+def learning_rate_sweep(tmp_path_factory):
+    """experiment=ch1_learning_rate on the digits, 2 epochs: its four runs, read back as RESULTS.md does."""
+    where = tmp_path_factory.mktemp("sweep")
+    done = subprocess.run([sys.executable, "-m", "nnexp.run", "-m", "experiment=ch1_learning_rate",
+                           "data=digits", "train.epochs=2"], cwd=where, check=False, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    client = report.open_store(f"sqlite:///{where / 'mlflow.db'}")
+    return results.load_sweep(client, "ch1_learning_rate", where / "figures"), where
+
+
+def test_rows_pick_their_run_out_of_a_sweep_by_params(learning_rate_sweep):
+    sweep, where = learning_rate_sweep
+    assert len(sweep.runs) == 4
+    assert [r.data.params["train.eta"] for r in sweep.matching(ROW_3.where)] == ["0.001"]
+    assert [r.data.params["model.hidden"] for r in sweep.matching(ROW_4.where)] == ["[30]"]
+    text, peak, seeds = results.measured(ROW_3, sweep)
+    assert text.endswith(f"rising to {peak:.2f}%") and seeds == "0"
+    assert (where / "figures" / "ch1_learning_rate" / "accuracy.png").stat().st_size > 10_000
+
+
+def test_a_row_with_no_matching_run_is_named(learning_rate_sweep):
+    sweep, _ = learning_rate_sweep
+    row = results.Row("x", "ch1_learning_rate", "", "test", 1.0, "", {"train.eta": "7"})
+    with pytest.raises(report.ReportError, match=r"no run with \{'train.eta': '7'\}"):
+        results.measured(row, sweep)
+
+
+def test_verdict_applies_the_tolerance():
+    row = results.Row("1", "e", "", "test", 95.42, "")
+    assert results.verdict(row, 95.0) == "-0.42 pp, yes"
+    assert results.verdict(row, 94.9) == "-0.52 pp, **no**"
+    assert results.verdict(ROW_4, 9.8) == "qualitative, see notes"
+
+
+def test_readme_table_goes_between_the_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.README_START}\nold\n{results.README_END}\nafter\n")
+    results.update_readme(readme, ["| a |", "|---|"])
+    assert readme.read_text() == f"intro\n{results.README_START}\n| a |\n|---|\n{results.README_END}\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(report.ReportError, match="lacks the markers"):
+        results.update_readme(readme, [])
+
+
+def test_missing_store_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert results.main([]) == 2
+    assert capsys.readouterr().err.startswith("nnexp.results: error: no MLflow store at")
+    assert list(tmp_path.iterdir()) == []
