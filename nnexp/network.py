@@ -137,7 +137,7 @@ class Network:
         arrays.update({f"b{l}": b for l, b in enumerate(self.biases)})
         np.savez(path, sizes=np.array(self.sizes), activation=self.activation.name, cost=self.cost.name,
                  init=self.init.name, regularizer=self.regularizer.name,
-                 lmbda=self.regularizer.lmbda, p=self.regularizer.dropout or 0.5,
+                 lmbda=self.regularizer.lmbda, p=self.regularizer.dropout,
                  dtype=self.dtype.name, **arrays)
 
     @classmethod
