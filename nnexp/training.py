@@ -72,10 +72,9 @@ def sgd(net, data, epochs, batch_size, eta, momentum=0.0, schedule="constant", e
         since_best += 1
         if since_best < patience:
             continue
-        halvings += 1
-        if schedule == "constant" or halvings == HALVINGS:
-            break
-        eta, since_best = eta / 2, 0
+        if schedule == "constant" or halvings + 1 == HALVINGS:
+            break  # no improvement in n epochs: stop, or (halving) eta would now drop to eta/128
+        eta, since_best, halvings = eta / 2, 0, halvings + 1
     return history
 
 
