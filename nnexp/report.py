@@ -39,7 +39,7 @@ class ReportError(Exception):
     """A user-facing problem (missing store, unknown id...): printed as one line, no traceback."""
 
 
-def open_store(uri: str) -> MlflowClient:
+def open_existing_store(uri: str) -> MlflowClient:
     """A client for an existing store. A local store that is missing is an error rather than something
     to create: MLflow would otherwise silently create an empty mlflow.db wherever the command was run."""
     parsed = urlparse(uri)
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output directory (default: reports/<experiment>_<sweep name>)")
     args = parser.parse_args(argv)
     try:
-        client = open_store(tracking.store_uri())
+        client = open_existing_store(tracking.store_uri())
         run_ids, name = select_runs(client, args.experiment, args.sweep, args.runs)
         paths = write_report(client, run_ids, args.out or Path("reports") / _slug(name), name)
     except (ReportError, MlflowException) as error:

@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the README whose results table to update (default: README.md)")
     args = parser.parse_args(argv)
     try:
-        client = report.open_store(store_uri())
+        client = report.open_existing_store(store_uri())
         figures = args.out / "results"
         names = dict.fromkeys([row.experiment for row in ROWS] + list(BEYOND))
         sweeps = {name: load_sweep(client, name, figures) for name in names}

@@ -48,7 +48,7 @@ def sweep(tmp_path_factory) -> Path:
 def in_sweep(sweep, monkeypatch) -> MlflowClient:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(sweep)
-    return report.open_store(tracking.store_uri())
+    return report.open_existing_store(tracking.store_uri())
 
 
 def _parent(client: MlflowClient) -> str:

@@ -29,7 +29,7 @@ def reproduced(tmp_path_factory):
     done = subprocess.run([sys.executable, "-m", "nnexp.results", "--out", str(where / "experiments"),
                            "--readme", str(readme)], cwd=where, check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    client = report.open_store(f"sqlite:///{where / 'mlflow.db'}")
+    client = report.open_existing_store(f"sqlite:///{where / 'mlflow.db'}")
     names = {row.experiment for row in results.ROWS}
     return where, {name: results.load_sweep(client, name, where / "figures") for name in names}
 

@@ -18,7 +18,7 @@ def learning_rate_sweep(tmp_path_factory):
                            "data=digits", "train.epochs=2"], cwd=where, check=False, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
-    client = report.open_store(f"sqlite:///{where / 'mlflow.db'}")
+    client = report.open_existing_store(f"sqlite:///{where / 'mlflow.db'}")
     return results.load_sweep(client, "ch1_learning_rate", where / "figures"), where
 
 
