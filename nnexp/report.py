@@ -27,11 +27,6 @@ from mlflow.tracking import MlflowClient
 from nnexp import tracking
 from nnexp.plots import plot_learning_curves, plot_metric
 
-HISTORY_KEYS = ("train_cost", "train_accuracy", "validation_cost", "validation_accuracy",
-                "test_cost", "test_accuracy")
-OVERRIDES_TAG = "nnexp.overrides"
-SWEEP_TAG = "nnexp.sweep"
-PARENT_TAG = "mlflow.parentRunId"
 UNSET = "(default)"  # shown for an override key that a run did not set
 
 
@@ -66,8 +61,8 @@ def search_all(client: MlflowClient, experiment_ids: Sequence[str], filter_strin
 
 def sweep_children(client: MlflowClient, parent: Run) -> list[str]:
     """Ids of the sweep's child runs in job order."""
-    children = search_all(client, [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-    children.sort(key=lambda run: int(run.data.tags.get("nnexp.job", "0") or 0))
+    children = search_all(client, [parent.info.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'")
+    children.sort(key=lambda run: int(run.data.tags.get(tracking.JOB_TAG, "0") or 0))
     return [run.info.run_id for run in children]
 
 
@@ -92,11 +87,11 @@ def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str 
     candidates = search_all(client, [exp.experiment_id], order_by=["attributes.start_time DESC"])
     if not candidates:
         raise ReportError(f"no runs in experiment {exp.name!r}")
-    parents = [run for run in candidates if run.data.tags.get(SWEEP_TAG) == "true"]
+    parents = [run for run in candidates if run.data.tags.get(tracking.SWEEP_TAG) == "true"]
     if parents:
         return select_runs(client, sweep=parents[0].info.run_id)
     if sweep == "latest":
-        raise ReportError(f"no sweep in experiment {exp.name!r} (runs tagged {SWEEP_TAG}=true)")
+        raise ReportError(f"no sweep in experiment {exp.name!r} (runs tagged {tracking.SWEEP_TAG}=true)")
     return [run.info.run_id for run in reversed(candidates)], exp.name
 
 
@@ -128,9 +123,9 @@ def _experiment(client: MlflowClient, name: str | None):
 
 
 def run_history(client: MlflowClient, run_id: str) -> pd.DataFrame:
-    """Per-epoch metrics of a run (step = epoch), one column per key of HISTORY_KEYS."""
+    """Per-epoch metrics of a run (step = epoch), one column per key of tracking.CURVES."""
     columns = {key: pd.Series({m.step: m.value for m in client.get_metric_history(run_id, key)}, dtype=float)
-               for key in HISTORY_KEYS}
+               for key in tracking.CURVES}
     return pd.DataFrame(columns).rename_axis("epoch").sort_index().reset_index()
 
 
@@ -155,7 +150,7 @@ def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
 
 def _overrides(run: Run) -> dict[str, str]:
     """``"cost=quadratic seed=1"`` -> {"cost": "quadratic", "seed": "1"}."""
-    return dict(token.partition("=")[::2] for token in run.data.tags.get(OVERRIDES_TAG, "").split())
+    return dict(token.partition("=")[::2] for token in run.data.tags.get(tracking.OVERRIDES_TAG, "").split())
 
 
 def _differing(settings: Sequence[dict[str, str]]) -> list[str]:

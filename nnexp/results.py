@@ -18,7 +18,7 @@ from pathlib import Path
 from mlflow.entities import Run
 
 from nnexp import report
-from nnexp.tracking import store_uri
+from nnexp.tracking import OVERRIDES_TAG, PARENT_TAG, SEED_TAG, store_uri
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is this close to the book's
@@ -91,7 +91,7 @@ def load_sweep(client, experiment: str, figures: Path) -> Sweep:
     """The latest sweep of ``experiment``, and its comparison figures written under ``figures``."""
     run_ids, _ = report.select_runs(client, experiment=experiment, sweep="latest")
     runs = [client.get_run(run_id) for run_id in run_ids]
-    parent = client.get_run(runs[0].data.tags[report.PARENT_TAG])
+    parent = client.get_run(runs[0].data.tags[PARENT_TAG])
     histories = {run_id: report.run_history(client, run_id) for run_id in run_ids}
     report.write_report(client, run_ids, figures / experiment, experiment)
     return Sweep(experiment, parent, runs, histories)
@@ -104,7 +104,7 @@ def measured(row: Row, sweep: Sweep) -> tuple[str, float | None, str]:
         raise report.ReportError(f"experiment {row.experiment} has no run with {dict(row.where)}")
     best = max(runs, key=lambda run: sweep.peak(run, row.split))
     peak = sweep.peak(best, row.split)
-    seeds = ", ".join(sorted(run.data.tags.get("nnexp.seed", "?") for run in runs))
+    seeds = ", ".join(sorted(run.data.tags.get(SEED_TAG, "?") for run in runs))
     if row.rising:
         first = 100 * float(sweep.histories[best.info.run_id][f"{row.split}_accuracy"].iloc[0])
         return f"{first:.2f}% rising to {peak:.2f}%", peak, seeds
@@ -156,7 +156,7 @@ def render(sweeps: Mapping[str, Sweep], figures: Path, out: Path) -> str:
     for name in BEYOND:
         sweep = sweeps[name]
         for run in sweep.runs:
-            label = run.data.tags.get(report.OVERRIDES_TAG) or run.info.run_name
+            label = run.data.tags.get(OVERRIDES_TAG) or run.info.run_name
             history = sweep.histories[run.info.run_id]
             lines.append(f"| `{name}` | {label} | {sweep.peak(run, 'validation'):.2f}% | "
                          f"{sweep.peak(run, 'test'):.2f}% | {len(history)} | {sweep.seconds:.0f} s |")

@@ -75,11 +75,12 @@ def start_run(cfg: DictConfig, c: config.Config, job: DictConfig) -> tracking.Tr
         uri = tracking.store_uri(job.runtime.cwd)
         client, experiment_id = tracking.open_store(uri, c.tracking.experiment)
     overrides = list(job.overrides.task)
-    tags = {"nnexp.overrides": " ".join(overrides), "nnexp.sweep_id": sweep.parent_run_id if sweep else "",
-            "nnexp.job": str(job.job.get("num", 0)), "nnexp.seed": str(c.seed),
+    tags = {tracking.OVERRIDES_TAG: " ".join(overrides),
+            "nnexp.sweep_id": sweep.parent_run_id if sweep else "",
+            tracking.JOB_TAG: str(job.job.get("num", 0)), tracking.SEED_TAG: str(c.seed),
             "nnexp.git_commit": tracking.git_commit()}
     if sweep is not None:
-        tags["mlflow.parentRunId"] = sweep.parent_run_id
+        tags[tracking.PARENT_TAG] = sweep.parent_run_id
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     return tracking.TrackedRun.create(client, experiment_id, run_name(overrides, c.seed), tags, params)
 

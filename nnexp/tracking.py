@@ -37,6 +37,9 @@ REASON_CHARS = 1000  # a failure_reason is an exception's message: keep it well 
 CURVES = tuple(f"{split}_{measure}" for split in SPLITS for measure in ("cost", "accuracy"))
 FINISHED, FAILED, KILLED = (RunStatus.to_string(status)
                              for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
+# The tags a run is found and labelled by: written here, read by the sweep callback and the report.
+OVERRIDES_TAG, SWEEP_TAG, SEED_TAG, JOB_TAG = "nnexp.overrides", "nnexp.sweep", "nnexp.seed", "nnexp.job"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent by it
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's UI: classic ML view
 
 # MLflow draws a progress bar for every artifact it copies; in a run's output, one per run is noise.
