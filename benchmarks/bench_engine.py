@@ -42,10 +42,12 @@ def peak_memory_of_30_epochs(dtype):
     """Peak resident memory (MB) of a fresh process that loads MNIST and trains 30 epochs, monitoring
     all three splits as the harness does. The child reads its own high-water mark (VmHWM): getrusage
     would carry this large process's peak into the child through fork and exec."""
-    code = ("from nnexp import data; from nnexp.network import Network; from nnexp.training import sgd; "
-            f"m = data.load(dtype='{dtype}'); "
-            f"sgd(Network([784, 30, 10], dtype='{dtype}'), m, epochs=30, batch_size=10, eta=0.5); "
-            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    code = (
+        "from nnexp import data; from nnexp.network import Network; from nnexp.training import sgd; "
+        f"m = data.load(dtype='{dtype}'); "
+        f"sgd(Network([784, 30, 10], dtype='{dtype}'), m, epochs=30, batch_size=10, eta=0.5); "
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+    )
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return float(out) / 1024, time.perf_counter() - started
@@ -61,8 +63,10 @@ def main():
         for batch_size in (10, 100):
             for dtype, mnist in datasets.items():
                 seconds, accuracy = engine_epoch(mnist, sizes, batch_size, dtype)
-                print(f"{sizes!s:<14}{batch_size:>6}{dtype:>9}{seconds:>10.3f}{accuracy:>10.4f}"
-                      f"{reference / seconds:>13.1f}x")
+                print(
+                    f"{sizes!s:<14}{batch_size:>6}{dtype:>9}{seconds:>10.3f}{accuracy:>10.4f}"
+                    f"{reference / seconds:>13.1f}x"
+                )
     del datasets
     for dtype in ("float32", "float64"):
         peak, seconds = peak_memory_of_30_epochs(dtype)

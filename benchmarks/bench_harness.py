@@ -31,8 +31,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def timed_command(cwd: str, *args: str) -> tuple[float, list[tuple[float, str]]]:
     """Run ``python -m nnexp.run *args`` in ``cwd``: (seconds to exit, [(seconds, stdout line)])."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "nnexp.run", *args], cwd=cwd, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nnexp.run", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     lines = [(time.perf_counter() - started, line) for line in process.stdout]
     if process.wait() != 0:
         raise SystemExit(f"nnexp.run {' '.join(args)} failed")
@@ -45,10 +50,14 @@ def report_run(what: str, total: float, lines: list[tuple[float, str]], engine: 
     interval = statistics.median(b - a for (a, _), (b, _) in itertools.pairwise(epochs))
     print(f"{what}:")
     print(f"  start-up to first epoch:     {epochs[0][0] - first_epoch:5.2f} s")
-    print(f"  epoch, harness vs engine:    {interval:5.3f} s vs {engine:5.3f} s "
-          f"({(interval / engine - 1):+.1%} tracking overhead, median over epochs)")
-    print(f"  command to exit:             {total:5.2f} s "
-          f"(of which {total - epochs[-1][0]:.2f} s after training)")
+    print(
+        f"  epoch, harness vs engine:    {interval:5.3f} s vs {engine:5.3f} s "
+        f"({(interval / engine - 1):+.1%} tracking overhead, median over epochs)"
+    )
+    print(
+        f"  command to exit:             {total:5.2f} s "
+        f"(of which {total - epochs[-1][0]:.2f} s after training)"
+    )
 
 
 def engine_epochs(epochs: int = 30) -> list[float]:
@@ -65,8 +74,9 @@ def main() -> None:
         report_run("default run, existing store", *timed_command(tmp), engine)
     with tempfile.TemporaryDirectory() as basic_dir, tempfile.TemporaryDirectory() as joblib_dir:
         basic, _ = timed_command(basic_dir, "-m", "seed=0,1,2,3")
-        joblib, _ = timed_command(joblib_dir, "-m", "seed=0,1,2,3", "hydra/launcher=joblib",
-                                  "hydra.launcher.n_jobs=2")
+        joblib, _ = timed_command(
+            joblib_dir, "-m", "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+        )
     print(f"4-run sweep, basic vs joblib:  {basic:5.1f} s vs {joblib:5.1f} s ({basic / joblib:.2f}x)")
 
 

@@ -33,7 +33,7 @@ class ReferenceNetwork:
     def sgd_epoch(self, training_data, mini_batch_size, eta):
         self.rng.shuffle(training_data)
         for k in range(0, len(training_data), mini_batch_size):
-            self.update_mini_batch(training_data[k:k + mini_batch_size], eta)
+            self.update_mini_batch(training_data[k : k + mini_batch_size], eta)
 
     def update_mini_batch(self, mini_batch, eta):
         nabla_b = [np.zeros(b.shape) for b in self.biases]

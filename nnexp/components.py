@@ -223,6 +223,7 @@ def dtype_of(name):
         raise ValueError(f"unsupported dtype {name!r} (accepted: {', '.join(DTYPES)})")
     return np.dtype(name)
 
+
 ACTIVATIONS = {c.name: c for c in (Sigmoid, Tanh, ReLU)}
 COSTS = {c.name: c for c in (QuadraticCost, CrossEntropyCost, LogLikelihoodCost)}
 INITIALIZERS = {c.name: c for c in (LargeInit, ScaledInit)}

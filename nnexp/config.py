@@ -112,27 +112,47 @@ def validate(cfg: DictConfig) -> Config:
     max_train = data.TRAIN_SIZES.get(d.name)
     checks = [
         ("cost.name", c.cost.name, c.cost.name in components.COSTS, _one_of(components.COSTS)),
-        ("activation.name", c.activation.name, c.activation.name in components.ACTIVATIONS,
-         _one_of(components.ACTIVATIONS)),
+        (
+            "activation.name",
+            c.activation.name,
+            c.activation.name in components.ACTIVATIONS,
+            _one_of(components.ACTIVATIONS),
+        ),
         ("init.name", c.init.name, c.init.name in components.INITIALIZERS, _one_of(components.INITIALIZERS)),
         ("regularization.name", r.name, r.name in components.REGULARIZERS, _one_of(components.REGULARIZERS)),
         ("regularization.lmbda", r.lmbda, r.lmbda >= 0, "a number >= 0"),
         ("regularization.p", r.p, 0 <= r.p < 1, "a probability in [0, 1)"),
         ("data.name", d.name, max_train is not None, _one_of(data.DATASETS)),
-        ("data.train_size", d.train_size, d.train_size is None or 1 <= d.train_size <= (max_train or 0),
-         f"null (all) or an integer from 1 to {max_train} for {d.name}"),
-        ("model.hidden", c.model.hidden, all(size >= 1 for size in c.model.hidden),
-         "a list of layer sizes, each >= 1 (e.g. [30] or [100,30])"),
+        (
+            "data.train_size",
+            d.train_size,
+            d.train_size is None or 1 <= d.train_size <= (max_train or 0),
+            f"null (all) or an integer from 1 to {max_train} for {d.name}",
+        ),
+        (
+            "model.hidden",
+            c.model.hidden,
+            all(size >= 1 for size in c.model.hidden),
+            "a list of layer sizes, each >= 1 (e.g. [30] or [100,30])",
+        ),
         ("train.eta", t.eta, t.eta > 0, "a number > 0"),
         ("train.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "an integer >= 1"),
         ("train.momentum", t.momentum, 0 <= t.momentum < 1, "a number in [0, 1)"),
         ("train.schedule", t.schedule, t.schedule in training.SCHEDULES, _one_of(training.SCHEDULES)),
-        ("train.early_stopping", t.early_stopping, t.early_stopping is None or t.early_stopping >= 1,
-         "null (never) or an integer >= 1"),
+        (
+            "train.early_stopping",
+            t.early_stopping,
+            t.early_stopping is None or t.early_stopping >= 1,
+            "null (never) or an integer >= 1",
+        ),
         ("dtype", c.dtype, c.dtype in components.DTYPES, _one_of(components.DTYPES)),
-        ("tracking.experiment", c.tracking.experiment, bool(c.tracking.experiment.strip()),
-         "a non-empty name"),
+        (
+            "tracking.experiment",
+            c.tracking.experiment,
+            bool(c.tracking.experiment.strip()),
+            "a non-empty name",
+        ),
     ]
     for key, value, ok, accepted in checks:
         if not ok:
@@ -219,4 +239,3 @@ def _one_of(names) -> str:
 
 def _show(value: Any) -> str:
     return "null" if value is None else str(value).replace(" ", "")
-

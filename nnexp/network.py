@@ -32,8 +32,18 @@ class Network:
     shuffling and dropout masks of training, so that a seed reproduces a run bit for bit.
     """
 
-    def __init__(self, sizes, activation="sigmoid", cost="crossentropy", init="scaled",
-                 regularizer="none", lmbda=0.0, p=0.5, seed=0, dtype="float32"):
+    def __init__(
+        self,
+        sizes,
+        activation="sigmoid",
+        cost="crossentropy",
+        init="scaled",
+        regularizer="none",
+        lmbda=0.0,
+        p=0.5,
+        seed=0,
+        dtype="float32",
+    ):
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
             raise ValueError(f"sizes {list(sizes)} must list at least two layer sizes, each >= 1")
         self.sizes = [int(s) for s in sizes]
@@ -44,8 +54,10 @@ class Network:
         self.dtype = components.dtype_of(dtype)
         self.rng = np.random.default_rng(seed)
         # Biases are N(0,1) for both initializers; weights are the initializer's choice.
-        self.weights = [self.init.weights(self.rng, n_out, n_in).astype(self.dtype)
-                        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
+        self.weights = [
+            self.init.weights(self.rng, n_out, n_in).astype(self.dtype)
+            for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])
+        ]
         self.biases = [self.rng.standard_normal(n_out).astype(self.dtype) for n_out in self.sizes[1:]]
 
     # --- Feeding forward --------------------------------------------------------------------------
@@ -107,8 +119,10 @@ class Network:
         """Inverted-dropout masks for a batch of n: 0 with probability p, else 1/(1-p)."""
         p = self.regularizer.dropout
         keep = 1.0 - p
-        return [(self.rng.random((n, size), dtype=self.dtype) < keep) / self.dtype.type(keep)
-                for size in self.sizes[1:-1]]
+        return [
+            (self.rng.random((n, size), dtype=self.dtype) < keep) / self.dtype.type(keep)
+            for size in self.sizes[1:-1]
+        ]
 
     # --- Evaluation -------------------------------------------------------------------------------
 
@@ -121,8 +135,8 @@ class Network:
         total_cost = 0.0
         correct = 0
         for start in range(0, X.shape[0], chunk):
-            z = self.output_z(X[start:start + chunk])
-            labels = y[start:start + chunk]
+            z = self.output_z(X[start : start + chunk])
+            labels = y[start : start + chunk]
             a = self.cost.output.fn(z)
             total_cost += float(np.sum(self.cost.fn(z, a, one_hot(labels, z.shape[1], z.dtype))))
             correct += int(np.sum(np.argmax(z, axis=1) == labels))
@@ -135,18 +149,33 @@ class Network:
         """Write weights, biases, sizes and the names of the components to one ``.npz`` file."""
         arrays = {f"w{l}": w for l, w in enumerate(self.weights)}
         arrays.update({f"b{l}": b for l, b in enumerate(self.biases)})
-        np.savez(path, sizes=np.array(self.sizes), activation=self.activation.name, cost=self.cost.name,
-                 init=self.init.name, regularizer=self.regularizer.name,
-                 lmbda=self.regularizer.lmbda, p=self.regularizer.dropout,
-                 dtype=self.dtype.name, **arrays)
+        np.savez(
+            path,
+            sizes=np.array(self.sizes),
+            activation=self.activation.name,
+            cost=self.cost.name,
+            init=self.init.name,
+            regularizer=self.regularizer.name,
+            lmbda=self.regularizer.lmbda,
+            p=self.regularizer.dropout,
+            dtype=self.dtype.name,
+            **arrays,
+        )
 
     @classmethod
     def load(cls, path):
         """The network saved at ``path``, ready to feed forward or train further."""
         with np.load(path) as f:
-            net = cls(f["sizes"].tolist(), activation=str(f["activation"]), cost=str(f["cost"]),
-                      init=str(f["init"]), regularizer=str(f["regularizer"]), lmbda=float(f["lmbda"]),
-                      p=float(f["p"]), dtype=str(f["dtype"]))
+            net = cls(
+                f["sizes"].tolist(),
+                activation=str(f["activation"]),
+                cost=str(f["cost"]),
+                init=str(f["init"]),
+                regularizer=str(f["regularizer"]),
+                lmbda=float(f["lmbda"]),
+                p=float(f["p"]),
+                dtype=str(f["dtype"]),
+            )
             net.weights = [f[f"w{l}"] for l in range(len(net.sizes) - 1)]
             net.biases = [f[f"b{l}"] for l in range(len(net.sizes) - 1)]
         return net

@@ -46,8 +46,12 @@ def _save(histories: Mapping[str, pd.DataFrame], metrics: Sequence[str], path, t
         ax.set_xlabel("Epoch")
     fig.suptitle(title, fontsize="large")
     if len(histories) > 1:
-        fig.legend(handles=axes[0][0].get_lines(), loc="outside lower center",
-                   ncols=min(len(histories), 3), frameon=False)
+        fig.legend(
+            handles=axes[0][0].get_lines(),
+            loc="outside lower center",
+            ncols=min(len(histories), 3),
+            frameon=False,
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
@@ -63,8 +67,15 @@ def _draw_row(axes, histories: Mapping[str, pd.DataFrame], metric: str, colors) 
             epochs = history["epoch"].to_numpy(dtype=float)
             values = history[f"{split}_{metric}"].to_numpy(dtype=float) * scale
             finite = np.isfinite(values)
-            ax.plot(epochs[finite], values[finite], label=label, color=color, linewidth=1.5,
-                    marker="o" if len(epochs) <= MARKER_MAX_EPOCHS else None, markersize=3.5)
+            ax.plot(
+                epochs[finite],
+                values[finite],
+                label=label,
+                color=color,
+                linewidth=1.5,
+                marker="o" if len(epochs) <= MARKER_MAX_EPOCHS else None,
+                markersize=3.5,
+            )
         ax.set_title(f"{split_title} {metric}")
         ax.set_ylabel(METRICS[metric])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

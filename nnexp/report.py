@@ -41,18 +41,25 @@ def open_existing_store(uri: str) -> MlflowClient:
     if parsed.scheme in ("sqlite", "file", ""):
         path = Path(uri.removeprefix("sqlite:///") if parsed.scheme == "sqlite" else parsed.path)
         if not path.exists():
-            raise ReportError(f"no MLflow store at {path} (run `python -m nnexp.run` here first, "
-                              f"or set MLFLOW_TRACKING_URI)")
+            raise ReportError(
+                f"no MLflow store at {path} (run `python -m nnexp.run` here first, "
+                f"or set MLFLOW_TRACKING_URI)"
+            )
     return MlflowClient(tracking_uri=uri)
 
 
-def search_all(client: MlflowClient, experiment_ids: Sequence[str], filter_string: str = "",
-               order_by: Sequence[str] = ("attributes.start_time ASC",)) -> list[Run]:
+def search_all(
+    client: MlflowClient,
+    experiment_ids: Sequence[str],
+    filter_string: str = "",
+    order_by: Sequence[str] = ("attributes.start_time ASC",),
+) -> list[Run]:
     """Every matching run, following MLflow's pagination (a page holds at most 1000 runs)."""
     runs, token = [], None
     while True:
-        page = client.search_runs(list(experiment_ids), filter_string, order_by=list(order_by),
-                                  page_token=token)
+        page = client.search_runs(
+            list(experiment_ids), filter_string, order_by=list(order_by), page_token=token
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -61,13 +68,16 @@ def search_all(client: MlflowClient, experiment_ids: Sequence[str], filter_strin
 
 def sweep_children(client: MlflowClient, parent: Run) -> list[str]:
     """Ids of the sweep's child runs in job order."""
-    children = search_all(client, [parent.info.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'")
+    children = search_all(
+        client, [parent.info.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'"
+    )
     children.sort(key=lambda run: int(run.data.tags.get(tracking.JOB_TAG, "0") or 0))
     return [run.info.run_id for run in children]
 
 
-def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
-                runs: Sequence[str] = ()) -> tuple[list[str], str]:
+def select_runs(
+    client: MlflowClient, experiment: str | None = None, sweep: str | None = None, runs: Sequence[str] = ()
+) -> tuple[list[str], str]:
     """Resolve the command-line selection to (run ids, report name).
 
     Without --runs or --sweep the latest sweep of the experiment is reported, or, if the experiment has
@@ -115,8 +125,9 @@ def _experiment(client: MlflowClient, name: str | None):
                 return exp
         available = ", ".join(sorted(exp.name for exp in experiments)) or "none"
         raise ReportError(f"unknown experiment {name!r} (available: {available})")
-    latest = client.search_runs([exp.experiment_id for exp in experiments],
-                                order_by=["attributes.start_time DESC"], max_results=1)
+    latest = client.search_runs(
+        [exp.experiment_id for exp in experiments], order_by=["attributes.start_time DESC"], max_results=1
+    )
     if not latest:
         raise ReportError(f"no runs in the MLflow store at {client.tracking_uri}")
     return client.get_experiment(latest[0].info.experiment_id)
@@ -124,8 +135,10 @@ def _experiment(client: MlflowClient, name: str | None):
 
 def run_history(client: MlflowClient, run_id: str) -> pd.DataFrame:
     """Per-epoch metrics of a run (step = epoch), one column per key of tracking.CURVES."""
-    columns = {key: pd.Series({m.step: m.value for m in client.get_metric_history(run_id, key)}, dtype=float)
-               for key in tracking.CURVES}
+    columns = {
+        key: pd.Series({m.step: m.value for m in client.get_metric_history(run_id, key)}, dtype=float)
+        for key in tracking.CURVES
+    }
     return pd.DataFrame(columns).rename_axis("epoch").sort_index().reset_index()
 
 
@@ -140,11 +153,13 @@ def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
         settings = [run.data.params for run in runs]
     keys = _differing(settings)
     values = [{key: s.get(key, UNSET) for key in keys} for s in settings]
-    labels = [" ".join(f"{k}={v}" for k, v in vals.items()) or run.info.run_name
-              for vals, run in zip(values, runs)]
+    labels = [
+        " ".join(f"{k}={v}" for k, v in vals.items()) or run.info.run_name for vals, run in zip(values, runs)
+    ]
     duplicated = {label for label in labels if labels.count(label) > 1}
-    labels = [f"{label} ({run.info.run_name})" if label in duplicated else label
-              for label, run in zip(labels, runs)]
+    labels = [
+        f"{label} ({run.info.run_name})" if label in duplicated else label for label, run in zip(labels, runs)
+    ]
     return values, labels
 
 
@@ -165,8 +180,7 @@ def summarize(run: Run, history: pd.DataFrame) -> dict:
     val, test = history["validation_accuracy"] * 100, history["test_accuracy"] * 100
     best = val.idxmax() if val.notna().any() else None
     end = run.info.end_time
-    wall = run.data.metrics.get("wall_seconds",
-                                (end - run.info.start_time) / 1000 if end else math.nan)
+    wall = run.data.metrics.get("wall_seconds", (end - run.info.start_time) / 1000 if end else math.nan)
     return {
         "status": run.info.status.lower(),
         "best validation %": val.max(),
@@ -189,12 +203,16 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
     histories = [run_history(client, run_id) for run_id in run_ids]
     values, labels = run_labels(runs)
     by_label = dict(zip(labels, histories))
-    paths = [plot_metric(by_label, "accuracy", out / "accuracy.png", f"{title}: accuracy"),
-             plot_metric(by_label, "cost", out / "cost.png", f"{title}: cost"),
-             plot_learning_curves(by_label, out / "learning_curves.png", title)]
+    paths = [
+        plot_metric(by_label, "accuracy", out / "accuracy.png", f"{title}: accuracy"),
+        plot_metric(by_label, "cost", out / "cost.png", f"{title}: cost"),
+        plot_learning_curves(by_label, out / "learning_curves.png", title),
+    ]
 
-    rows = [{"run": run.info.run_name, "run_id": run.info.run_id, **vals, **summarize(run, history)}
-            for run, vals, history in zip(runs, values, histories)]
+    rows = [
+        {"run": run.info.run_name, "run_id": run.info.run_id, **vals, **summarize(run, history)}
+        for run, vals, history in zip(runs, values, histories)
+    ]
     failures = [run.data.tags.get("failure_reason", "") for run in runs]
     table = pd.DataFrame(rows).astype({"best epoch": "Int64"})
     table = table.assign(**({"failure": failures} if any(failures) else {}))
@@ -206,14 +224,17 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub markdown table, numbers right-aligned with 2 decimals (no tabulate dependency)."""
+
     def cell(value) -> str:
         if isinstance(value, float):
             return "" if math.isnan(value) else f"{value:.2f}"
         return "" if value is None or value is pd.NA else str(value).replace("|", r"\|")
 
     numeric = [pd.api.types.is_numeric_dtype(dtype) for dtype in table.dtypes]
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    lines = [
+        "| " + " | ".join(map(str, table.columns)) + " |",
+        "|" + "|".join("---:" if num else ":---" for num in numeric) + "|",
+    ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
 
@@ -224,12 +245,16 @@ def _slug(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nnexp.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", help="experiment name (default: the most recently active one; "
-                        "not needed with a sweep id or --runs)")
+    parser.add_argument(
+        "--experiment",
+        help="experiment name (default: the most recently active one; not needed with a sweep id or --runs)",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--sweep", help="sweep parent run id, or 'latest' (default: the latest sweep)")
     which.add_argument("--runs", nargs="+", default=(), metavar="ID", help="report these runs")
-    parser.add_argument("--out", type=Path, help="output directory (default: reports/<experiment>_<sweep name>)")
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default: reports/<experiment>_<sweep name>)"
+    )
     args = parser.parse_args(argv)
     try:
         client = open_existing_store(tracking.store_uri())

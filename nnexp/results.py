@@ -40,31 +40,76 @@ class Row:
 
 
 ROWS = (
-    Row("1", "ch1_quadratic_30", "[784,30,10] quadratic, large init, eta 3.0", "test", 95.42,
-        "95.42% (best of 3)"),
-    Row("2", "ch1_quadratic_100", "[784,100,10] quadratic, large init, eta 3.0", "test", 96.59,
-        "96.59% (best of 3)"),
-    Row("3", "ch1_learning_rate", "[784,100,10] quadratic, eta 0.001", "test", None,
-        "11.39% rising to 21.42%", {"model.hidden": "[100]", "train.eta": "0.001"}, rising=True),
-    Row("4", "ch1_learning_rate", "[784,30,10] quadratic, eta 100.0", "test", None, "stuck near 10%",
-        {"model.hidden": "[30]", "train.eta": "100.0"}),
-    Row("6", "ch3_crossentropy_30", "[784,30,10] cross-entropy, large init, eta 0.5", "test", 95.49,
-        "95.49%"),
-    Row("7", "ch3_crossentropy_100", "[784,100,10] cross-entropy, large init, eta 0.5", "test", 96.82,
-        "96.82%"),
+    Row(
+        "1",
+        "ch1_quadratic_30",
+        "[784,30,10] quadratic, large init, eta 3.0",
+        "test",
+        95.42,
+        "95.42% (best of 3)",
+    ),
+    Row(
+        "2",
+        "ch1_quadratic_100",
+        "[784,100,10] quadratic, large init, eta 3.0",
+        "test",
+        96.59,
+        "96.59% (best of 3)",
+    ),
+    Row(
+        "3",
+        "ch1_learning_rate",
+        "[784,100,10] quadratic, eta 0.001",
+        "test",
+        None,
+        "11.39% rising to 21.42%",
+        {"model.hidden": "[100]", "train.eta": "0.001"},
+        rising=True,
+    ),
+    Row(
+        "4",
+        "ch1_learning_rate",
+        "[784,30,10] quadratic, eta 100.0",
+        "test",
+        None,
+        "stuck near 10%",
+        {"model.hidden": "[30]", "train.eta": "100.0"},
+    ),
+    Row(
+        "6", "ch3_crossentropy_30", "[784,30,10] cross-entropy, large init, eta 0.5", "test", 95.49, "95.49%"
+    ),
+    Row(
+        "7",
+        "ch3_crossentropy_100",
+        "[784,100,10] cross-entropy, large init, eta 0.5",
+        "test",
+        96.82,
+        "96.82%",
+    ),
     Row("9", "ch3_crossentropy_30", "[784,30,10] cross-entropy: test accuracy", "test", 95.33, "95.33%"),
-    Row("9", "ch3_crossentropy_30", "[784,30,10] cross-entropy: training accuracy", "train", 97.86,
-        "97.86%"),
+    Row("9", "ch3_crossentropy_30", "[784,30,10] cross-entropy: training accuracy", "train", 97.86, "97.86%"),
     Row("11", "ch3_l2_30", "[784,30,10] cross-entropy, L2 lmbda 5.0, eta 0.5", "test", 96.49, "96.49%"),
-    Row("12", "ch3_l2_100", "[784,100,10] cross-entropy, L2 lmbda 5.0, eta 0.5", "validation", 97.92,
-        "97.92%"),
-    Row("13", "ch3_l2_100_slow", "[784,100,10] cross-entropy, L2 lmbda 5.0, eta 0.1, 60 epochs",
-        "validation", 98.04, "98.04%"),
+    Row(
+        "12", "ch3_l2_100", "[784,100,10] cross-entropy, L2 lmbda 5.0, eta 0.5", "validation", 97.92, "97.92%"
+    ),
+    Row(
+        "13",
+        "ch3_l2_100_slow",
+        "[784,100,10] cross-entropy, L2 lmbda 5.0, eta 0.1, 60 epochs",
+        "validation",
+        98.04,
+        "98.04%",
+    ),
 )
 
 # Experiments of what chapter 3 describes without running it on MNIST: no book number to compare with.
-BEYOND = ("ch3_quadratic_vs_crossentropy", "ch3_dropout_vs_l2", "ch3_early_stopping", "ch3_tanh_vs_sigmoid",
-          "ch3_weight_init")
+BEYOND = (
+    "ch3_quadratic_vs_crossentropy",
+    "ch3_dropout_vs_l2",
+    "ch3_early_stopping",
+    "ch3_tanh_vs_sigmoid",
+    "ch3_weight_init",
+)
 
 
 @dataclass
@@ -124,13 +169,17 @@ def verdict(row: Row, peak: float) -> str:
 
 def book_table(sweeps: Mapping[str, Sweep]) -> list[str]:
     """The book's rows against nnexp's, as markdown lines (RESULTS.md and the README share it)."""
-    lines = ["| row | setting | on | book | nnexp | difference, reproduced | seeds | wall time |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| row | setting | on | book | nnexp | difference, reproduced | seeds | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in ROWS:
         sweep = sweeps[row.experiment]
         text, peak, seeds = measured(row, sweep)
-        lines.append(f"| {row.number} | {row.setting} (`experiment={row.experiment}`) | {row.split} | "
-                     f"{row.book_text} | {text} | {verdict(row, peak)} | {seeds} | {sweep.seconds:.0f} s |")
+        lines.append(
+            f"| {row.number} | {row.setting} (`experiment={row.experiment}`) | {row.split} | "
+            f"{row.book_text} | {text} | {verdict(row, peak)} | {seeds} | {sweep.seconds:.0f} s |"
+        )
     return lines
 
 
@@ -158,8 +207,10 @@ def render(sweeps: Mapping[str, Sweep], figures: Path, out: Path) -> str:
         for run in sweep.runs:
             label = run.data.tags.get(OVERRIDES_TAG) or run.info.run_name
             history = sweep.histories[run.info.run_id]
-            lines.append(f"| `{name}` | {label} | {sweep.peak(run, 'validation'):.2f}% | "
-                         f"{sweep.peak(run, 'test'):.2f}% | {len(history)} | {sweep.seconds:.0f} s |")
+            lines.append(
+                f"| `{name}` | {label} | {sweep.peak(run, 'validation'):.2f}% | "
+                f"{sweep.peak(run, 'test'):.2f}% | {len(history)} | {sweep.seconds:.0f} s |"
+            )
     lines += ["", "## Learning curves", ""]
     for name in sweeps:
         lines += [f"### `{name}`", "", f"![{name}]({rel / name / 'accuracy.png'})", ""]
@@ -181,10 +232,18 @@ def update_readme(readme: Path, table: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nnexp.results", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("experiments"),
-                        help="where RESULTS.md and the figures (results/) go (default: experiments)")
-    parser.add_argument("--readme", type=Path, default=Path("README.md"),
-                        help="the README whose results table to update (default: README.md)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("experiments"),
+        help="where RESULTS.md and the figures (results/) go (default: experiments)",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=Path("README.md"),
+        help="the README whose results table to update (default: README.md)",
+    )
     args = parser.parse_args(argv)
     try:
         client = report.open_existing_store(store_uri())

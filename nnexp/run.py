@@ -41,9 +41,17 @@ def main(cfg: DictConfig) -> None:
         dataset = data.load(c.data.name, train_size=c.data.train_size, expand=c.data.expand, dtype=c.dtype)
     except data.DataError as error:  # missing or corrupt files: one line, and no run created
         raise config.ConfigError(str(error)) from None
-    net = Network([dataset.n_inputs, *c.model.hidden, dataset.n_classes], activation=c.activation.name,
-                  cost=c.cost.name, init=c.init.name, regularizer=c.regularization.name,
-                  lmbda=c.regularization.lmbda, p=c.regularization.p, seed=c.seed, dtype=c.dtype)
+    net = Network(
+        [dataset.n_inputs, *c.model.hidden, dataset.n_classes],
+        activation=c.activation.name,
+        cost=c.cost.name,
+        init=c.init.name,
+        regularizer=c.regularization.name,
+        lmbda=c.regularization.lmbda,
+        p=c.regularization.p,
+        seed=c.seed,
+        dtype=c.dtype,
+    )
     run = start_run(cfg, c, job)
     output_dir = Path(job.runtime.output_dir)
     side_by_side = job.mode == RunMode.MULTIRUN and job.launcher.get("n_jobs") not in (None, 1)
@@ -54,10 +62,17 @@ def main(cfg: DictConfig) -> None:
         threadpool_limits(limits=1)
     with tracking.ending(run):
         with progress(run.name, c.train.epochs, live=sys.stdout.isatty() and not side_by_side) as show:
-            training.sgd(net, dataset, c.train.epochs, c.train.batch_size, c.train.eta,
-                         momentum=c.train.momentum, schedule=c.train.schedule,
-                         early_stopping=c.train.early_stopping,
-                         on_epoch=lambda metrics: (run.log_epoch(metrics), show(metrics)))
+            training.sgd(
+                net,
+                dataset,
+                c.train.epochs,
+                c.train.batch_size,
+                c.train.eta,
+                momentum=c.train.momentum,
+                schedule=c.train.schedule,
+                early_stopping=c.train.early_stopping,
+                on_epoch=lambda metrics: (run.log_epoch(metrics), show(metrics)),
+            )
         run.log_summary()
         run.log_outputs(net, output_dir, OmegaConf.to_yaml(cfg, resolve=True), output_dir / job.output_subdir)
     if run.failure is not None:
@@ -75,10 +90,13 @@ def start_run(cfg: DictConfig, c: config.Config, job: DictConfig) -> tracking.Tr
         uri = tracking.store_uri(job.runtime.cwd)
         client, experiment_id = tracking.open_store(uri, c.tracking.experiment)
     overrides = list(job.overrides.task)
-    tags = {tracking.OVERRIDES_TAG: " ".join(overrides),
-            "nnexp.sweep_id": sweep.parent_run_id if sweep else "",
-            tracking.JOB_TAG: str(job.job.get("num", 0)), tracking.SEED_TAG: str(c.seed),
-            "nnexp.git_commit": tracking.git_commit()}
+    tags = {
+        tracking.OVERRIDES_TAG: " ".join(overrides),
+        "nnexp.sweep_id": sweep.parent_run_id if sweep else "",
+        tracking.JOB_TAG: str(job.job.get("num", 0)),
+        tracking.SEED_TAG: str(c.seed),
+        "nnexp.git_commit": tracking.git_commit(),
+    }
     if sweep is not None:
         tags[tracking.PARENT_TAG] = sweep.parent_run_id
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
@@ -96,10 +114,12 @@ def progress(name: str, epochs: int, live: bool) -> Iterator[Callable[[Mapping[s
     """A display of each epoch's accuracies: a tqdm bar (on a terminal, one job at a time), else one
     plain line per epoch (log files, CI and parallel jobs read better without carriage returns)."""
     if not live:
-        yield lambda metrics: print(f"{name} | epoch {metrics['epoch']}/{epochs} {accuracies(metrics)}",
-                                    flush=True)
+        yield lambda metrics: print(
+            f"{name} | epoch {metrics['epoch']}/{epochs} {accuracies(metrics)}", flush=True
+        )
         return
     with tqdm(total=epochs, desc=name, unit="epoch", file=sys.stdout) as bar:
+
         def show(metrics: Mapping[str, float]) -> None:
             bar.set_postfix_str(accuracies(metrics), refresh=False)
             bar.update()
@@ -108,8 +128,14 @@ def progress(name: str, epochs: int, live: bool) -> Iterator[Callable[[Mapping[s
 
 
 def accuracies(metrics: Mapping[str, float]) -> str:
-    return " ".join(f"{split} {metrics[f'{split}_accuracy']:.2%}" for split in training.SPLITS
-                    if f"{split}_accuracy" in metrics) + f" ({metrics['epoch_seconds']:.1f}s)"
+    return (
+        " ".join(
+            f"{split} {metrics[f'{split}_accuracy']:.2%}"
+            for split in training.SPLITS
+            if f"{split}_accuracy" in metrics
+        )
+        + f" ({metrics['epoch_seconds']:.1f}s)"
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,11 @@ class SweepCallback(Callback):
             uri = tracking.store_uri()
             self.client, experiment_id = tracking.open_store(uri, config.tracking.experiment)
             overrides = " ".join(config.hydra.overrides.task)
-            tags = {tracking.SWEEP_TAG: "true", tracking.OVERRIDES_TAG: overrides,
-                    "nnexp.git_commit": tracking.git_commit()}
+            tags = {
+                tracking.SWEEP_TAG: "true",
+                tracking.OVERRIDES_TAG: overrides,
+                "nnexp.git_commit": tracking.git_commit(),
+            }
             parent = self.client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags=tags)
             self.sweep = Sweep(uri, experiment_id, parent.info.run_id)
             atexit.register(self._end_if_open)

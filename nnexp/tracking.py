@@ -35,8 +35,9 @@ UI = f"http://{HOST}:{PORT}"
 BATCH = 100  # MLflow's limit of params per log_batch call
 REASON_CHARS = 1000  # a failure_reason is an exception's message: keep it well inside MLflow's tag limit
 CURVES = tuple(f"{split}_{measure}" for split in SPLITS for measure in ("cost", "accuracy"))
-FINISHED, FAILED, KILLED = (RunStatus.to_string(status)
-                             for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
+FINISHED, FAILED, KILLED = (
+    RunStatus.to_string(status) for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+)
 # The tags a run is found and labelled by: written here, read by the sweep callback and the report.
 OVERRIDES_TAG, SWEEP_TAG, SEED_TAG, JOB_TAG = "nnexp.overrides", "nnexp.sweep", "nnexp.seed", "nnexp.job"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent by it
@@ -70,8 +71,9 @@ def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return client, found.experiment_id
-    experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(uri),
-                                             tags=EXPERIMENT_KIND)
+    experiment_id = client.create_experiment(
+        experiment, artifact_location=artifact_location(uri), tags=EXPERIMENT_KIND
+    )
     return client, experiment_id
 
 
@@ -84,10 +86,16 @@ def git_commit() -> str:
     """The commit of the code that ran, with "-dirty" when the work tree had changes; "" outside git."""
     repo = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                capture_output=True, text=True, check=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return ""
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
@@ -111,8 +119,11 @@ def summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
     if frame.empty:
         return result
     best = frame["validation_accuracy"].idxmax()
-    result.update(best_validation_accuracy=frame["validation_accuracy"].max(),
-                  best_test_accuracy=frame["test_accuracy"].max(), best_epoch=frame["epoch"][best])
+    result.update(
+        best_validation_accuracy=frame["validation_accuracy"].max(),
+        best_test_accuracy=frame["test_accuracy"].max(),
+        best_epoch=frame["epoch"][best],
+    )
     result.update({f"final_{key}": frame[key].iloc[-1] for key in CURVES})
     return {key: float(value) for key, value in result.items()}
 
@@ -130,12 +141,18 @@ class TrackedRun:
         self.started = time.perf_counter()
 
     @classmethod
-    def create(cls, client: MlflowClient, experiment_id: str, name: str, tags: Mapping[str, str],
-               params: Mapping[str, str]) -> TrackedRun:
+    def create(
+        cls,
+        client: MlflowClient,
+        experiment_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+    ) -> TrackedRun:
         run = client.create_run(experiment_id, run_name=name, tags=dict(tags))
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), BATCH):
-            client.log_batch(run.info.run_id, params=items[start:start + BATCH], synchronous=True)
+            client.log_batch(run.info.run_id, params=items[start : start + BATCH], synchronous=True)
         return cls(client, experiment_id, run.info.run_id, name)
 
     def log_epoch(self, metrics: Mapping[str, float]) -> None:
@@ -173,8 +190,10 @@ class TrackedRun:
             path = Path(tmp) / "model"
             # No signature on purpose: MLflow would then reject float64 or integer images outright.
             mlflow.pyfunc.save_model(
-                path=str(path), python_model=str(package / "pyfunc_model.py"),
-                artifacts={"network": str(weights)}, code_paths=[str(package)],
+                path=str(path),
+                python_model=str(package / "pyfunc_model.py"),
+                artifacts={"network": str(weights)},
+                code_paths=[str(package)],
                 pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
             )
             self.client.log_artifacts(self.run_id, str(path), "model")
@@ -238,8 +257,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiment = None if missing else MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
     print(runs_url(experiment.experiment_id) if experiment is not None else f"{UI}/#/experiments", flush=True)
     if args[0] == "ui":
-        os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                                  "--host", HOST, "--port", str(PORT)])
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                uri,
+                "--host",
+                HOST,
+                "--port",
+                str(PORT),
+            ],
+        )
     return 0
 
 

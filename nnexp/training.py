@@ -25,8 +25,18 @@ class DivergenceError(ArithmeticError):
         self.metrics = metrics
 
 
-def sgd(net, data, epochs, batch_size, eta, momentum=0.0, schedule="constant", early_stopping=None,
-        on_epoch=None, monitor=SPLITS):
+def sgd(
+    net,
+    data,
+    epochs,
+    batch_size,
+    eta,
+    momentum=0.0,
+    schedule="constant",
+    early_stopping=None,
+    on_epoch=None,
+    monitor=SPLITS,
+):
     """Train ``net`` on ``data.train`` and return the list of each epoch's metrics.
 
     - ``momentum`` mu: velocities v <- mu v - eta grad C, then w <- w + v (chapter 3); 0 is plain SGD.
@@ -51,7 +61,7 @@ def sgd(net, data, epochs, batch_size, eta, momentum=0.0, schedule="constant", e
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, by the costs
             order = net.rng.permutation(n)
             for k in range(0, n, batch_size):
-                batch = order[k:k + batch_size]
+                batch = order[k : k + batch_size]
                 update(net, X[batch], Y[batch], eta, n, momentum, velocities)
             metrics = {"epoch": epoch}
             for name in monitor:

@@ -34,8 +34,9 @@ def composer():
 
     config.register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield lambda *overrides: compose(config_name="config", overrides=list(overrides),
-                                         return_hydra_config=True)
+        yield lambda *overrides: compose(
+            config_name="config", overrides=list(overrides), return_hydra_config=True
+        )
 
 
 @pytest.fixture
@@ -56,7 +57,14 @@ def nnexp_run(tmp_path):
     """Run ``python -m nnexp.run *args`` in ``tmp_path`` (so its outputs and store land there)."""
 
     def run(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "nnexp.run", *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=timeout, check=False, **kwargs)
+        return subprocess.run(
+            [sys.executable, "-m", "nnexp.run", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,
+        )
 
     return run

@@ -46,21 +46,27 @@ def test_experiment_is_a_global_package(composer):
     assert (c.data.train_size, c.train.epochs) == (1000, 3)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["train.eta=0"], "invalid train.eta=0.0: accepted a number > 0"),
-    (["train.batch_size=0"], "invalid train.batch_size=0"),
-    (["train.epochs=0"], "invalid train.epochs=0"),
-    (["train.momentum=1"], "invalid train.momentum=1.0"),
-    (["train.schedule=cosine"], "invalid train.schedule=cosine: accepted one of constant, halve"),
-    (["train.early_stopping=0"], "invalid train.early_stopping=0"),
-    (["model.hidden=[30,0]"], "invalid model.hidden=[30,0]"),
-    (["data.train_size=50001"], "accepted null (all) or an integer from 1 to 50000 for mnist"),
-    (["data=digits", "data.train_size=1001"], "from 1 to 1000 for digits"),
-    (["regularization.lmbda=-0.1"], "invalid regularization.lmbda=-0.1"),
-    (["regularization=dropout", "regularization.p=1.0"], "invalid regularization.p=1.0: accepted a prob"),
-    (["cost.name=cubic"], "invalid cost.name=cubic: accepted one of quadratic, crossentropy, loglikelihood"),
-    (["dtype=float16"], "invalid dtype=float16"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["train.eta=0"], "invalid train.eta=0.0: accepted a number > 0"),
+        (["train.batch_size=0"], "invalid train.batch_size=0"),
+        (["train.epochs=0"], "invalid train.epochs=0"),
+        (["train.momentum=1"], "invalid train.momentum=1.0"),
+        (["train.schedule=cosine"], "invalid train.schedule=cosine: accepted one of constant, halve"),
+        (["train.early_stopping=0"], "invalid train.early_stopping=0"),
+        (["model.hidden=[30,0]"], "invalid model.hidden=[30,0]"),
+        (["data.train_size=50001"], "accepted null (all) or an integer from 1 to 50000 for mnist"),
+        (["data=digits", "data.train_size=1001"], "from 1 to 1000 for digits"),
+        (["regularization.lmbda=-0.1"], "invalid regularization.lmbda=-0.1"),
+        (["regularization=dropout", "regularization.p=1.0"], "invalid regularization.p=1.0: accepted a prob"),
+        (
+            ["cost.name=cubic"],
+            "invalid cost.name=cubic: accepted one of quadratic, crossentropy, loglikelihood",
+        ),
+        (["dtype=float16"], "invalid dtype=float16"),
+    ],
+)
 def test_out_of_range_values_are_named(composer, overrides, message):
     with pytest.raises(config.ConfigError) as error:
         config.validate(composer(*overrides))
@@ -68,12 +74,18 @@ def test_out_of_range_values_are_named(composer, overrides, message):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.epochs=abc", "invalid train.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
-    ("train.etaa=1", "unknown key train.etaa (accepted: eta, epochs, batch_size,"),
-    ("cost=cubic", "unknown cost 'cubic' (accepted: crossentropy, loglikelihood, quadratic)"),
-    ("experiment=nope", "unknown experiment 'nope' (accepted: "),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "train.epochs=abc",
+            "invalid train.epochs: Value 'abc' of type 'str' could not be converted to Integer",
+        ),
+        ("train.etaa=1", "unknown key train.etaa (accepted: eta, epochs, batch_size,"),
+        ("cost=cubic", "unknown cost 'cubic' (accepted: crossentropy, loglikelihood, quadratic)"),
+        ("experiment=nope", "unknown experiment 'nope' (accepted: "),
+    ],
+)
 def test_hydra_errors_are_described_in_one_line(composer, override, message):
     with pytest.raises(ConfigCompositionException) as error:
         composer(override)

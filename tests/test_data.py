@@ -24,6 +24,7 @@ REAL_DIR = Path(os.environ["NNEXP_DATA_DIR"])  # set by conftest.py
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
+
 @pytest.fixture(autouse=True)
 def real_data_dir(monkeypatch):
     monkeypatch.setenv("NNEXP_DATA_DIR", str(REAL_DIR))

@@ -30,8 +30,9 @@ def test_experiments_say_what_they_reproduce():
 def test_chapter_1_rows_sweep_three_seeds(composer):
     for name in ("ch1_quadratic_30", "ch1_quadratic_100"):
         jobs = config.sweep_overrides(composer(f"experiment={name}"))
-        assert {frozenset(job) for job in jobs} == {frozenset({f"experiment={name}", f"seed={seed}"})
-                                                    for seed in (1, 2, 3)}
+        assert {frozenset(job) for job in jobs} == {
+            frozenset({f"experiment={name}", f"seed={seed}"}) for seed in (1, 2, 3)
+        }
 
 
 def test_results_cover_every_book_experiment_and_the_rows_asked_for():

@@ -37,8 +37,16 @@ def numerical_gradient(net, X, Y, masks, param, eps=1e-6):
 @pytest.mark.parametrize("activation", list(components.ACTIVATIONS))
 @pytest.mark.parametrize("cost", list(components.COSTS))
 def test_backprop_matches_finite_differences(cost, activation, regularizer):
-    net = Network(SIZES, activation=activation, cost=cost, regularizer=regularizer, lmbda=3.0, p=0.4,
-                  seed=1, dtype="float64")
+    net = Network(
+        SIZES,
+        activation=activation,
+        cost=cost,
+        regularizer=regularizer,
+        lmbda=3.0,
+        p=0.4,
+        seed=1,
+        dtype="float64",
+    )
     rng = np.random.default_rng(2)
     X = rng.random((7, SIZES[0]))
     Y = one_hot(rng.integers(0, SIZES[-1], 7), SIZES[-1], "float64")
@@ -83,7 +91,7 @@ def test_gradient_of_a_batch_is_the_mean_of_single_examples():
     rng = np.random.default_rng(0)
     X, Y = rng.random((5, 4)), one_hot(rng.integers(0, 2, 5), 2, "float64")
     batch_w, _ = net.gradients(X, Y)
-    singles = [net.gradients(X[i:i + 1], Y[i:i + 1])[0] for i in range(5)]
+    singles = [net.gradients(X[i : i + 1], Y[i : i + 1])[0] for i in range(5)]
     for l, g in enumerate(batch_w):
         np.testing.assert_allclose(g, np.mean([s[l] for s in singles], axis=0))
 
@@ -118,8 +126,16 @@ def test_saturated_outputs_give_finite_costs_without_warnings(cost):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    net = Network([5, 4, 3], activation="tanh", cost="loglikelihood", init="large",
-                  regularizer="dropout", lmbda=2.0, p=0.3, seed=4)
+    net = Network(
+        [5, 4, 3],
+        activation="tanh",
+        cost="loglikelihood",
+        init="large",
+        regularizer="dropout",
+        lmbda=2.0,
+        p=0.3,
+        seed=4,
+    )
     net.save(tmp_path / "net.npz")
     loaded = Network.load(tmp_path / "net.npz")
     X = np.random.default_rng(0).random((6, 5), dtype=np.float32)

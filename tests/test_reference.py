@@ -30,11 +30,12 @@ def test_one_epoch_matches_the_books_algorithm_step_for_step():
     sgd(net, mnist, epochs=1, batch_size=10, eta=3.0, monitor=("test",))
     pairs = as_column_pairs(mnist.train, one_hot_targets=True)
     for k in range(0, 1000, 10):
-        book.update_mini_batch([pairs[i] for i in order[k:k + 10]], 3.0)
+        book.update_mini_batch([pairs[i] for i in order[k : k + 10]], 3.0)
 
     for ours, theirs in zip(net.weights, book.weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
     for ours, theirs in zip(net.biases, book.biases):
         np.testing.assert_allclose(ours, theirs[:, 0], rtol=1e-9, atol=1e-12)
-    assert not np.allclose(net.weights[0], Network([784, 100, 10], init="large", seed=7,
-                                                   dtype="float64").weights[0])
+    assert not np.allclose(
+        net.weights[0], Network([784, 100, 10], init="large", seed=7, dtype="float64").weights[0]
+    )

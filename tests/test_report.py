@@ -32,8 +32,9 @@ def _env() -> dict[str, str]:
 
 
 def _python(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True,
-                          check=check, timeout=600)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, check=check, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +103,14 @@ def test_write_report_api_and_the_sweep_parent_carries_the_report(in_sweep, tmp_
     assert {artifact.path for artifact in in_sweep.list_artifacts(parent)} == FILES
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--sweep", "0" * 32], "unknown sweep run id '00000000000000000000000000000000'"),
-    (["--experiment", "nope"], "unknown experiment 'nope' (available: Default, nnexp)"),
-    (["--runs", "nope"], "unknown run id 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sweep", "0" * 32], "unknown sweep run id '00000000000000000000000000000000'"),
+        (["--experiment", "nope"], "unknown experiment 'nope' (available: Default, nnexp)"),
+        (["--runs", "nope"], "unknown run id 'nope'"),
+    ],
+)
 def test_bad_selection_is_a_one_line_error(in_sweep, capsys, args, message):
     assert report.main(args) == 1
     assert capsys.readouterr().err == f"nnexp.report: error: {message}\n"
@@ -121,8 +125,10 @@ def test_child_run_is_not_a_sweep(in_sweep, capsys):
 def test_missing_store_is_an_error_and_creates_nothing(tmp_path):
     result = _python(tmp_path, "-m", "nnexp.report", check=False)
     assert result.returncode == 1
-    assert result.stderr == f"nnexp.report: error: no MLflow store at {tmp_path.resolve() / 'mlflow.db'} " \
+    assert (
+        result.stderr == f"nnexp.report: error: no MLflow store at {tmp_path.resolve() / 'mlflow.db'} "
         "(run `python -m nnexp.run` here first, or set MLFLOW_TRACKING_URI)\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -140,14 +146,18 @@ def test_store_without_runs(tmp_path, monkeypatch, capsys):
 # --- hand-made runs: cases a small real sweep does not produce -------------------------------------------
 
 
-def _log_run(client: MlflowClient, exp_id: str, overrides: str, params: dict[str, str],
-             accuracies: list[float]) -> str:
+def _log_run(
+    client: MlflowClient, exp_id: str, overrides: str, params: dict[str, str], accuracies: list[float]
+) -> str:
     """A run as the harness logs it; a NaN accuracy ends it as a failed (diverged) run at that epoch."""
     run_id = client.create_run(exp_id, tags={"nnexp.overrides": overrides}).info.run_id
-    metrics = [Metric(f"{split}_{kind}", value, 0, epoch)
-               for epoch, acc in enumerate(accuracies, 1) if not math.isnan(acc)
-               for split in ("train", "validation", "test")
-               for kind, value in (("accuracy", acc), ("cost", 1 - acc))]
+    metrics = [
+        Metric(f"{split}_{kind}", value, 0, epoch)
+        for epoch, acc in enumerate(accuracies, 1)
+        if not math.isnan(acc)
+        for split in ("train", "validation", "test")
+        for kind, value in (("accuracy", acc), ("cost", 1 - acc))
+    ]
     client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
     failed = any(math.isnan(acc) for acc in accuracies)
     if failed:
@@ -180,8 +190,10 @@ def test_override_missing_in_some_runs_shows_as_default(client):
 
 def test_failed_run_is_plotted_and_summarized(client, tmp_path):
     client, exp = client
-    ids = [_log_run(client, exp, "train.eta=0.5", {}, [0.6, 0.8, 0.9]),
-           _log_run(client, exp, "train.eta=100", {}, [0.2, 0.1, math.nan])]
+    ids = [
+        _log_run(client, exp, "train.eta=0.5", {}, [0.6, 0.8, 0.9]),
+        _log_run(client, exp, "train.eta=100", {}, [0.2, 0.1, math.nan]),
+    ]
     report.write_report(client, ids, tmp_path / "out", "diverged")
     table = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert list(table["train.eta"]) == [0.5, 100]
@@ -192,9 +204,14 @@ def test_failed_run_is_plotted_and_summarized(client, tmp_path):
 
 
 def test_plots_skip_non_finite_values_and_reject_unknown_metrics(tmp_path):
-    history = pd.DataFrame({"epoch": [1, 2, 3]} | {
-        f"{split}_{kind}": [0.5, np.inf, np.nan] for split in ("train", "validation", "test")
-        for kind in ("accuracy", "cost")})
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3]}
+        | {
+            f"{split}_{kind}": [0.5, np.inf, np.nan]
+            for split in ("train", "validation", "test")
+            for kind in ("accuracy", "cost")
+        }
+    )
     assert plot_learning_curves({"a": history}, tmp_path / "lc.png", "t").stat().st_size > 0
     assert plot_metric({"a": history, "b": history}, "cost", tmp_path / "c.png", "t").exists()
     with pytest.raises(ValueError, match="unknown metric 'loss'"):

@@ -20,14 +20,31 @@ def reproduced(tmp_path_factory):
     """Every book experiment swept into a fresh store, then RESULTS.md written from it."""
     where = tmp_path_factory.mktemp("reproduce")
     for name in EXPERIMENTS:
-        done = subprocess.run([sys.executable, "-m", "nnexp.run", "-m", "hydra/launcher=joblib",
-                               "hydra.launcher.n_jobs=2", f"experiment={name}"], cwd=where, check=False,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nnexp.run",
+                "-m",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                f"experiment={name}",
+            ],
+            cwd=where,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
     readme = where / "README.md"
     readme.write_text(f"{results.README_START}\n{results.README_END}\n")
-    done = subprocess.run([sys.executable, "-m", "nnexp.results", "--out", str(where / "experiments"),
-                           "--readme", str(readme)], cwd=where, check=False, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nnexp.results", "--out", str(where / "experiments"), "--readme", str(readme)],
+        cwd=where,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     client = report.open_existing_store(f"sqlite:///{where / 'mlflow.db'}")
     names = {row.experiment for row in results.ROWS}
@@ -42,8 +59,9 @@ def test_results_md_has_every_row(reproduced):
     assert "| 1 |" in (where / "README.md").read_text()
 
 
-@pytest.mark.parametrize("row", [r for r in results.ROWS if r.book is not None],
-                         ids=lambda r: f"row{r.number}-{r.split}")
+@pytest.mark.parametrize(
+    "row", [r for r in results.ROWS if r.book is not None], ids=lambda r: f"row{r.number}-{r.split}"
+)
 def test_row_is_within_tolerance_of_the_book(reproduced, row):
     if row.number in KNOWN_MISSES:
         pytest.xfail(KNOWN_MISSES[row.number])

@@ -14,9 +14,21 @@ ROW_3, ROW_4 = (row for row in results.ROWS if row.experiment == "ch1_learning_r
 def learning_rate_sweep(tmp_path_factory):
     """experiment=ch1_learning_rate on the digits, 2 epochs: its four runs, read back as RESULTS.md does."""
     where = tmp_path_factory.mktemp("sweep")
-    done = subprocess.run([sys.executable, "-m", "nnexp.run", "-m", "experiment=ch1_learning_rate",
-                           "data=digits", "train.epochs=2"], cwd=where, check=False, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nnexp.run",
+            "-m",
+            "experiment=ch1_learning_rate",
+            "data=digits",
+            "train.epochs=2",
+        ],
+        cwd=where,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     client = report.open_existing_store(f"sqlite:///{where / 'mlflow.db'}")
     return results.load_sweep(client, "ch1_learning_rate", where / "figures"), where

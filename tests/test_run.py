@@ -15,8 +15,16 @@ from nnexp import data
 from nnexp.network import Network
 
 SMOKE = ("data.train_size=1000", "train.epochs=2")
-EPOCH_KEYS = {"train_cost", "train_accuracy", "validation_cost", "validation_accuracy", "test_cost",
-              "test_accuracy", "epoch_seconds", "eta"}
+EPOCH_KEYS = {
+    "train_cost",
+    "train_accuracy",
+    "validation_cost",
+    "validation_accuracy",
+    "test_cost",
+    "test_accuracy",
+    "epoch_seconds",
+    "eta",
+}
 
 
 def all_runs(uri):
@@ -24,20 +32,23 @@ def all_runs(uri):
     return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-@pytest.mark.parametrize("args,key", [
-    (["cost=quadratik"], "cost"),
-    (["train.eta=0"], "train.eta"),
-    (["train.batch_size=0"], "train.batch_size"),
-    (["train.epochs=abc"], "train.epochs"),
-    (["model.hidden=[30,0]"], "model.hidden"),
-    (["data.train_size=50001"], "data.train_size"),
-    (["regularization.lmbda=-1"], "regularization.lmbda"),
-    (["regularization=dropout", "regularization.p=1"], "regularization.p"),
-    (["experiment=nope"], "experiment"),
-    (["train.etaa=1"], "train.etaa"),
-    (["-m", "train.eta=0.1,0"], "train.eta"),
-    (["-m", "hydra/launcher=joblib", "cost=quadratic,cubic"], "cost"),
-])
+@pytest.mark.parametrize(
+    "args,key",
+    [
+        (["cost=quadratik"], "cost"),
+        (["train.eta=0"], "train.eta"),
+        (["train.batch_size=0"], "train.batch_size"),
+        (["train.epochs=abc"], "train.epochs"),
+        (["model.hidden=[30,0]"], "model.hidden"),
+        (["data.train_size=50001"], "data.train_size"),
+        (["regularization.lmbda=-1"], "regularization.lmbda"),
+        (["regularization=dropout", "regularization.p=1"], "regularization.p"),
+        (["experiment=nope"], "experiment"),
+        (["train.etaa=1"], "train.etaa"),
+        (["-m", "train.eta=0.1,0"], "train.eta"),
+        (["-m", "hydra/launcher=joblib", "cost=quadratic,cubic"], "cost"),
+    ],
+)
 def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_run, args, key):
     result = nnexp_run(*args)
     assert result.returncode != 0
@@ -57,8 +68,10 @@ def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
     assert f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning" in result.stdout
-    assert [line.split(" | ")[1][:10] for line in result.stdout.splitlines() if " | " in line] == \
-        ["epoch 1/2 ", "epoch 2/2 "]  # not a TTY: one plain line per epoch
+    assert [line.split(" | ")[1][:10] for line in result.stdout.splitlines() if " | " in line] == [
+        "epoch 1/2 ",
+        "epoch 2/2 ",
+    ]  # not a TTY: one plain line per epoch
 
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "data.train_size=1000 train.epochs=2 train.eta=1.0 seed=0"
@@ -75,8 +88,14 @@ def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
     assert metrics["best_validation_accuracy"] >= metrics["final_validation_accuracy"] > 0.5
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert artifacts >= {"config.yaml", "metrics.csv", "learning_curves.png", "network.npz", ".hydra",
-                         "model"}
+    assert artifacts >= {
+        "config.yaml",
+        "metrics.csv",
+        "learning_curves.png",
+        "network.npz",
+        ".hydra",
+        "model",
+    }
     local = tmp_path / "download"
     local.mkdir()
     csv = pd.read_csv(client.download_artifacts(run.info.run_id, "metrics.csv", str(local)))
@@ -97,15 +116,26 @@ def test_same_config_and_seed_give_identical_histories(store, nnexp_run):
     assert result.returncode == 0, result.stderr
     client, runs = all_runs(store)
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
-    histories = [[(m.step, m.value) for key in sorted(EPOCH_KEYS - {"epoch_seconds"})
-                  for m in client.get_metric_history(run.info.run_id, key)] for run in children]
+    histories = [
+        [
+            (m.step, m.value)
+            for key in sorted(EPOCH_KEYS - {"epoch_seconds"})
+            for m in client.get_metric_history(run.info.run_id, key)
+        ]
+        for run in children
+    ]
     assert len(histories) == 2 and len(histories[0]) == 2 * 7
     assert histories[0] == histories[1]
 
 
 def test_ctrl_c_ends_the_run_killed(tmp_path, store):
-    process = subprocess.Popen([sys.executable, "-m", "nnexp.run", "train.epochs=30"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nnexp.run", "train.epochs=30"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert "epoch 1/30" in process.stdout.readline()
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)

@@ -23,8 +23,9 @@ def sweep_runs(uri):
     return client, parent, children
 
 
-@pytest.mark.parametrize("launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")],
-                         ids=["basic", "joblib"])
+@pytest.mark.parametrize(
+    "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
+)
 def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_run, launcher):
     result = nnexp_run("-m", *launcher, *SMOKE, "cost=quadratic,crossentropy")
     assert result.returncode == 0, result.stderr
@@ -39,8 +40,10 @@ def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_run, launc
         assert [m.step for m in history] == [1, 2, 3]
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"learning_curves.png", "summary.csv", "summary.md"} <= report
-    assert f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning" in \
-        result.stdout.splitlines()[-1]
+    assert (
+        f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
+        in result.stdout.splitlines()[-1]
+    )
 
 
 def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_run):
@@ -65,8 +68,14 @@ def test_a_crashing_job_still_ends_the_parent(tmp_path, store, nnexp_run):
 
 
 def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store):
-    process = subprocess.Popen([sys.executable, "-m", "nnexp.run", "-m", "seed=0,1"], cwd=tmp_path, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nnexp.run", "-m", "seed=0,1"],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     next(line for line in process.stdout if "epoch 1/30" in line)  # Hydra's log lines come first
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: to the whole process group
     process.communicate(timeout=60)

@@ -6,8 +6,17 @@ from nnexp import data
 from nnexp.network import Network
 from nnexp.training import DivergenceError, sgd
 
-KEYS = ["epoch", "train_cost", "train_accuracy", "validation_cost", "validation_accuracy",
-        "test_cost", "test_accuracy", "epoch_seconds", "eta"]
+KEYS = [
+    "epoch",
+    "train_cost",
+    "train_accuracy",
+    "validation_cost",
+    "validation_accuracy",
+    "test_cost",
+    "test_accuracy",
+    "epoch_seconds",
+    "eta",
+]
 
 
 @pytest.fixture(scope="module")
