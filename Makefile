@@ -9,7 +9,7 @@ export NNEXP_DATA_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 EXPERIMENTS := $(filter-out smoke,$(basename $(notdir $(wildcard experiments/*.yaml))))
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 
-.PHONY: install test test-full bench bench-harness lint clean run sweep ui report reproduce
+.PHONY: install test test-full bench bench-harness lint format clean run sweep ui report reproduce
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,7 @@ sweep: install
 	$(PY) -m nnexp.run -m $(PARALLEL) cost=quadratic,crossentropy $(ARGS)
 
 ui: install
-	$(PY) -m nnexp.tracking ui
+	$(PY) -m nnexp.store ui
 
 report: install
 	$(PY) -m nnexp.report $(ARGS)
@@ -51,6 +51,11 @@ bench-harness: install
 
 lint: install
 	$(VENV)/bin/ruff check nnexp tests benchmarks
+	$(VENV)/bin/ruff format --check nnexp tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format nnexp tests benchmarks
+	$(VENV)/bin/ruff check --fix nnexp tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun reports mlflow.db mlartifacts

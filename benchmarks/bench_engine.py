@@ -13,9 +13,7 @@ import time
 import numpy as np
 from reference_network import ReferenceNetwork, as_column_pairs
 
-from nnexp import data
-from nnexp.network import Network
-from nnexp.training import sgd
+from nnexp.engine import Network, data, sgd
 
 REPEATS = 3
 
@@ -43,7 +41,7 @@ def peak_memory_of_30_epochs(dtype):
     all three splits as the harness does. The child reads its own high-water mark (VmHWM): getrusage
     would carry this large process's peak into the child through fork and exec."""
     code = (
-        "from nnexp import data; from nnexp.network import Network; from nnexp.training import sgd; "
+        "from nnexp.engine import Network, data, sgd; "
         f"m = data.load(dtype='{dtype}'); "
         f"sgd(Network([784, 30, 10], dtype='{dtype}'), m, epochs=30, batch_size=10, eta=0.5); "
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"

@@ -22,8 +22,7 @@ import sys
 import tempfile
 import time
 
-from nnexp import data, training
-from nnexp.network import Network
+from nnexp.engine import Network, data, sgd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -64,7 +63,7 @@ def engine_epochs(epochs: int = 30) -> list[float]:
     """Epoch times of the default network trained by ``sgd`` alone, no harness."""
     dataset = data.load("mnist")
     net = Network([784, 30, 10], regularizer="l2", lmbda=5.0, seed=0)
-    return [m["epoch_seconds"] for m in training.sgd(net, dataset, epochs, 10, 0.5)]
+    return [m["epoch_seconds"] for m in sgd(net, dataset, epochs, 10, 0.5)]
 
 
 def main() -> None:

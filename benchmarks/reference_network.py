@@ -1,7 +1,8 @@
 """The book's network.py, one example at a time: the reference the vectorized engine is timed against.
 
 Written the way chapter 1 writes it: column vectors, one call of ``backprop`` per training example,
-the gradients summed over the mini-batch in Python. Only the benchmark uses it.
+the gradients summed over the mini-batch in Python. ``make bench`` times the engine against it, and
+tests/test_reference.py checks that the engine takes its very steps.
 """
 
 import itertools

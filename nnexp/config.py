@@ -13,6 +13,7 @@ The schema declares no defaults (``MISSING``) so that the YAML files are the one
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -20,8 +21,8 @@ from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 from hydra import compose
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (
     CompactHydraException,
@@ -34,7 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from nnexp import components, data, training
+from nnexp.engine import components, data, training
 
 
 @dataclass
@@ -160,14 +161,37 @@ def validate(cfg: DictConfig) -> Config:
     return c
 
 
-def sweep_overrides(config: DictConfig) -> list[list[str]]:
-    """The task overrides of every job a multirun will launch, expanded as Hydra's BasicSweeper does:
-    ``hydra.sweeper.params`` from the config (experiments may define sweeps) then the command line."""
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # hydra/sweeper=basic
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """The task overrides of every job a sweep's discrete grammar spells out, in Hydra's order:
+    ``hydra.sweeper.params`` from the config (experiments and searches define sweeps there), then the
+    command line, a key given on both taking the command line's value.
+
+    Lists, ``choice``, ``range`` and ``glob`` are expanded into their product. An ``interval`` (or
+    ``tag(log, interval(...))``) is left out: its values are a search's to pick, and are validated
+    when each job composes. Hydra's basic sweeper cannot pick them: an interval given to it is an error.
+    """
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += OmegaConf.to_container(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    values: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        elif config.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
+            raise ConfigError(
+                f"{override.input_line}: the basic sweeper enumerates lists, choice, "
+                "range and glob; an interval needs a search (search=...)"
+            )
+        else:
+            values.pop(key, None)
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 class ValidateCallback(Callback):
@@ -185,10 +209,14 @@ class ValidateCallback(Callback):
             sys.exit(str(error))
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
-        for overrides in sweep_overrides(config):
+        try:
+            jobs = sweep_jobs(config)
+        except HydraException as error:  # malformed sweep grammar
+            sys.exit(describe(error))
+        for overrides in jobs:
             try:
                 validate(compose(config_name=config_name, overrides=overrides))
-            except (ConfigError, ConfigCompositionException) as error:
+            except HydraException as error:
                 sys.exit(f"{describe(error)} (in the job {' '.join(overrides)})")
 
 
@@ -222,6 +250,8 @@ def describe(error: HydraException) -> str:
         return f"unknown key {cause.full_key} (accepted: {', '.join(_keys_beside(cause.full_key))})"
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         return f"invalid {cause.full_key}: {cause.msg.splitlines()[0]}"
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse the override {error.override!r}: {error.message.splitlines()[0]}"
     return str(error).splitlines()[0]
 
 

@@ -15,8 +15,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-SPLITS = {"train": "Training", "validation": "Validation", "test": "Test"}
-METRICS = {"accuracy": "Accuracy (%)", "cost": "Cost"}
+from nnexp.engine.history import EPOCH, SPLITS, key
+
+TITLES = {"train": "Training", "validation": "Validation", "test": "Test"}  # panel titles of history.SPLITS
+METRICS = {"accuracy": "Accuracy (%)", "cost": "Cost"}  # axis labels of history.MEASURES
 MARKER_MAX_EPOCHS = 15  # short runs get point markers so a 3-epoch curve is not mistaken for a straight line
 
 
@@ -40,7 +42,7 @@ def _save(histories: Mapping[str, pd.DataFrame], metrics: Sequence[str], path, t
     colors = _colors(len(histories))
     fig = Figure(figsize=(12, 3.4 * len(metrics) + 0.4 * _legend_rows(len(histories))), layout="constrained")
     axes = fig.subplots(len(metrics), len(SPLITS), squeeze=False, sharex=True)
-    for row, metric in zip(axes, metrics):
+    for row, metric in zip(axes, metrics, strict=False):
         _draw_row(row, histories, metric, colors)
     for ax in axes[-1]:
         ax.set_xlabel("Epoch")
@@ -62,10 +64,10 @@ def _draw_row(axes, histories: Mapping[str, pd.DataFrame], metric: str, colors) 
     """Plot ``<split>_<metric>`` of every run on its split's panel; non-finite points (diverged runs) are
     left out rather than breaking the axis scale."""
     scale = 100.0 if metric == "accuracy" else 1.0
-    for ax, (split, split_title) in zip(axes, SPLITS.items()):
-        for (label, history), color in zip(histories.items(), colors):
-            epochs = history["epoch"].to_numpy(dtype=float)
-            values = history[f"{split}_{metric}"].to_numpy(dtype=float) * scale
+    for ax, split in zip(axes, SPLITS, strict=True):
+        for (label, history), color in zip(histories.items(), colors, strict=False):
+            epochs = history[EPOCH].to_numpy(dtype=float)
+            values = history[key(split, metric)].to_numpy(dtype=float) * scale
             finite = np.isfinite(values)
             ax.plot(
                 epochs[finite],
@@ -76,7 +78,7 @@ def _draw_row(axes, histories: Mapping[str, pd.DataFrame], metric: str, colors) 
                 marker="o" if len(epochs) <= MARKER_MAX_EPOCHS else None,
                 markersize=3.5,
             )
-        ax.set_title(f"{split_title} {metric}")
+        ax.set_title(f"{TITLES[split]} {metric}")
         ax.set_ylabel(METRICS[metric])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)

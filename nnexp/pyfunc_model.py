@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from nnexp.network import Network
+from nnexp.engine.network import Network
 
 
 class NnexpModel(PythonModel):

@@ -17,35 +17,23 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from nnexp import tracking
+from nnexp import store, tags
+from nnexp.engine import history as vocabulary
+from nnexp.engine.history import EPOCH, final, summarize
 from nnexp.plots import plot_learning_curves, plot_metric
+from nnexp.tracking import WALL_SECONDS
 
 UNSET = "(default)"  # shown for an override key that a run did not set
 
 
 class ReportError(Exception):
-    """A user-facing problem (missing store, unknown id...): printed as one line, no traceback."""
-
-
-def open_existing_store(uri: str) -> MlflowClient:
-    """A client for an existing store. A local store that is missing is an error rather than something
-    to create: MLflow would otherwise silently create an empty mlflow.db wherever the command was run."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("sqlite", "file", ""):
-        path = Path(uri.removeprefix("sqlite:///") if parsed.scheme == "sqlite" else parsed.path)
-        if not path.exists():
-            raise ReportError(
-                f"no MLflow store at {path} (run `python -m nnexp.run` here first, "
-                f"or set MLFLOW_TRACKING_URI)"
-            )
-    return MlflowClient(tracking_uri=uri)
+    """A user-facing problem (unknown id, nothing to report...): printed as one line, no traceback."""
 
 
 def search_all(
@@ -69,9 +57,9 @@ def search_all(
 def sweep_children(client: MlflowClient, parent: Run) -> list[str]:
     """Ids of the sweep's child runs in job order."""
     children = search_all(
-        client, [parent.info.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'"
+        client, [parent.info.experiment_id], f"tags.`{tags.PARENT}` = '{parent.info.run_id}'"
     )
-    children.sort(key=lambda run: int(run.data.tags.get(tracking.JOB_TAG, "0") or 0))
+    children.sort(key=lambda run: int(run.data.tags.get(tags.JOB, "0") or 0))
     return [run.info.run_id for run in children]
 
 
@@ -97,11 +85,11 @@ def select_runs(
     candidates = search_all(client, [exp.experiment_id], order_by=["attributes.start_time DESC"])
     if not candidates:
         raise ReportError(f"no runs in experiment {exp.name!r}")
-    parents = [run for run in candidates if run.data.tags.get(tracking.SWEEP_TAG) == "true"]
+    parents = [run for run in candidates if run.data.tags.get(tags.SWEEP) == "true"]
     if parents:
         return select_runs(client, sweep=parents[0].info.run_id)
     if sweep == "latest":
-        raise ReportError(f"no sweep in experiment {exp.name!r} (runs tagged {tracking.SWEEP_TAG}=true)")
+        raise ReportError(f"no sweep in experiment {exp.name!r} (runs tagged {tags.SWEEP}=true)")
     return [run.info.run_id for run in reversed(candidates)], exp.name
 
 
@@ -134,12 +122,12 @@ def _experiment(client: MlflowClient, name: str | None):
 
 
 def run_history(client: MlflowClient, run_id: str) -> pd.DataFrame:
-    """Per-epoch metrics of a run (step = epoch), one column per key of tracking.CURVES."""
+    """Per-epoch metrics of a run (step = epoch), one column per curve of ``history.CURVES``."""
     columns = {
         key: pd.Series({m.step: m.value for m in client.get_metric_history(run_id, key)}, dtype=float)
-        for key in tracking.CURVES
+        for key in vocabulary.CURVES
     }
-    return pd.DataFrame(columns).rename_axis("epoch").sort_index().reset_index()
+    return pd.DataFrame(columns).rename_axis(EPOCH).sort_index().reset_index()
 
 
 def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
@@ -154,18 +142,20 @@ def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
     keys = _differing(settings)
     values = [{key: s.get(key, UNSET) for key in keys} for s in settings]
     labels = [
-        " ".join(f"{k}={v}" for k, v in vals.items()) or run.info.run_name for vals, run in zip(values, runs)
+        " ".join(f"{k}={v}" for k, v in vals.items()) or run.info.run_name
+        for vals, run in zip(values, runs, strict=False)
     ]
     duplicated = {label for label in labels if labels.count(label) > 1}
     labels = [
-        f"{label} ({run.info.run_name})" if label in duplicated else label for label, run in zip(labels, runs)
+        f"{label} ({run.info.run_name})" if label in duplicated else label
+        for label, run in zip(labels, runs, strict=False)
     ]
     return values, labels
 
 
 def _overrides(run: Run) -> dict[str, str]:
     """``"cost=quadratic seed=1"`` -> {"cost": "quadratic", "seed": "1"}."""
-    return dict(token.partition("=")[::2] for token in run.data.tags.get(tracking.OVERRIDES_TAG, "").split())
+    return dict(token.partition("=")[::2] for token in run.data.tags.get(tags.OVERRIDES, "").split())
 
 
 def _differing(settings: Sequence[dict[str, str]]) -> list[str]:
@@ -174,20 +164,22 @@ def _differing(settings: Sequence[dict[str, str]]) -> list[str]:
     return [key for key in keys if len({s.get(key) for s in settings}) > 1]
 
 
-def summarize(run: Run, history: pd.DataFrame) -> dict:
-    """One table row. Best/final come from the epoch history, so failed runs are summarized from the
-    epochs they completed; best test accuracy is the peak over epochs, as the book reports it."""
-    val, test = history["validation_accuracy"] * 100, history["test_accuracy"] * 100
-    best = val.idxmax() if val.notna().any() else None
+def table_row(run: Run, history: pd.DataFrame) -> dict:
+    """One row of the summary table, in percent. Best and final values are the engine's summary of the
+    epochs the store holds, so a failed run is summarized from the epochs it completed."""
+    summary = summarize(history.to_dict("records"))
     end = run.info.end_time
-    wall = run.data.metrics.get("wall_seconds", (end - run.info.start_time) / 1000 if end else math.nan)
+    wall = run.data.metrics.get(WALL_SECONDS, (end - run.info.start_time) / 1000 if end else math.nan)
+    percent = {
+        "best validation %": vocabulary.BEST_VALIDATION_ACCURACY,
+        "final validation %": final(vocabulary.key("validation", "accuracy")),
+        "best test %": vocabulary.BEST_TEST_ACCURACY,
+        "final test %": final(vocabulary.key("test", "accuracy")),
+    }
     return {
         "status": run.info.status.lower(),
-        "best validation %": val.max(),
-        "final validation %": val.iloc[-1] if len(val) else math.nan,
-        "best test %": test.max(),
-        "final test %": test.iloc[-1] if len(test) else math.nan,
-        "best epoch": history["epoch"][best] if best is not None else pd.NA,
+        **{column: 100 * summary.get(name, math.nan) for column, name in percent.items()},
+        "best epoch": int(summary[vocabulary.BEST_EPOCH]) if vocabulary.BEST_EPOCH in summary else pd.NA,
         "epochs": len(history),
         "wall s": wall,
     }
@@ -202,7 +194,7 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
     runs = [client.get_run(run_id) for run_id in run_ids]
     histories = [run_history(client, run_id) for run_id in run_ids]
     values, labels = run_labels(runs)
-    by_label = dict(zip(labels, histories))
+    by_label = dict(zip(labels, histories, strict=False))
     paths = [
         plot_metric(by_label, "accuracy", out / "accuracy.png", f"{title}: accuracy"),
         plot_metric(by_label, "cost", out / "cost.png", f"{title}: cost"),
@@ -210,10 +202,10 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
     ]
 
     rows = [
-        {"run": run.info.run_name, "run_id": run.info.run_id, **vals, **summarize(run, history)}
-        for run, vals, history in zip(runs, values, histories)
+        {"run": run.info.run_name, "run_id": run.info.run_id, **vals, **table_row(run, history)}
+        for run, vals, history in zip(runs, values, histories, strict=False)
     ]
-    failures = [run.data.tags.get("failure_reason", "") for run in runs]
+    failures = [run.data.tags.get(tags.FAILURE_REASON, "") for run in runs]
     table = pd.DataFrame(rows).astype({"best epoch": "Int64"})
     table = table.assign(**({"failure": failures} if any(failures) else {}))
     table = table.sort_values("best validation %", ascending=False, na_position="last", kind="stable")
@@ -257,10 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        client = open_existing_store(tracking.store_uri())
+        client = store.connect(store.store_uri())
         run_ids, name = select_runs(client, args.experiment, args.sweep, args.runs)
         paths = write_report(client, run_ids, args.out or Path("reports") / _slug(name), name)
-    except (ReportError, MlflowException) as error:
+    except (ReportError, store.StoreError, MlflowException) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"nnexp.report: error: {message}", file=sys.stderr)
         return 1

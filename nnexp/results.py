@@ -17,8 +17,8 @@ from pathlib import Path
 
 from mlflow.entities import Run
 
-from nnexp import report
-from nnexp.tracking import OVERRIDES_TAG, PARENT_TAG, SEED_TAG, store_uri
+from nnexp import report, store, tags
+from nnexp.engine.history import best, key, summarize
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is this close to the book's
@@ -113,7 +113,7 @@ BEYOND = (
 
 
 @dataclass
-class Sweep:
+class ExperimentRuns:
     """The runs of an experiment's latest sweep, with their histories, as the report reads them."""
 
     name: str
@@ -129,29 +129,31 @@ class Sweep:
         return [r for r in self.runs if all(r.data.params.get(k) == v for k, v in where.items())]
 
     def peak(self, run: Run, split: str) -> float:
-        return 100 * float(self.histories[run.info.run_id][f"{split}_accuracy"].max())
+        """The run's peak accuracy on ``split``, in percent."""
+        history = self.histories[run.info.run_id].to_dict("records")
+        return 100 * summarize(history)[best(key(split, "accuracy"))]
 
 
-def load_sweep(client, experiment: str, figures: Path) -> Sweep:
+def load_sweep(client, experiment: str, figures: Path) -> ExperimentRuns:
     """The latest sweep of ``experiment``, and its comparison figures written under ``figures``."""
     run_ids, _ = report.select_runs(client, experiment=experiment, sweep="latest")
     runs = [client.get_run(run_id) for run_id in run_ids]
-    parent = client.get_run(runs[0].data.tags[PARENT_TAG])
+    parent = client.get_run(runs[0].data.tags[tags.PARENT])
     histories = {run_id: report.run_history(client, run_id) for run_id in run_ids}
     report.write_report(client, run_ids, figures / experiment, experiment)
-    return Sweep(experiment, parent, runs, histories)
+    return ExperimentRuns(experiment, parent, runs, histories)
 
 
-def measured(row: Row, sweep: Sweep) -> tuple[str, float | None, str]:
+def measured(row: Row, sweep: ExperimentRuns) -> tuple[str, float | None, str]:
     """(nnexp's figure as text, its peak in percent, the seeds behind it) for one row."""
     runs = sweep.matching(row.where)
     if not runs:
         raise report.ReportError(f"experiment {row.experiment} has no run with {dict(row.where)}")
     best = max(runs, key=lambda run: sweep.peak(run, row.split))
     peak = sweep.peak(best, row.split)
-    seeds = ", ".join(sorted(run.data.tags.get(SEED_TAG, "?") for run in runs))
+    seeds = ", ".join(sorted(run.data.tags.get(tags.SEED, "?") for run in runs))
     if row.rising:
-        first = 100 * float(sweep.histories[best.info.run_id][f"{row.split}_accuracy"].iloc[0])
+        first = 100 * float(sweep.histories[best.info.run_id][key(row.split, "accuracy")].iloc[0])
         return f"{first:.2f}% rising to {peak:.2f}%", peak, seeds
     if len(runs) == 1:
         return f"{peak:.2f}%", peak, seeds
@@ -167,7 +169,7 @@ def verdict(row: Row, peak: float) -> str:
     return f"{difference:+.2f} pp, {mark}"
 
 
-def book_table(sweeps: Mapping[str, Sweep]) -> list[str]:
+def book_table(sweeps: Mapping[str, ExperimentRuns]) -> list[str]:
     """The book's rows against nnexp's, as markdown lines (RESULTS.md and the README share it)."""
     lines = [
         "| row | setting | on | book | nnexp | difference, reproduced | seeds | wall time |",
@@ -183,7 +185,7 @@ def book_table(sweeps: Mapping[str, Sweep]) -> list[str]:
     return lines
 
 
-def render(sweeps: Mapping[str, Sweep], figures: Path, out: Path) -> str:
+def render(sweeps: Mapping[str, ExperimentRuns], figures: Path, out: Path) -> str:
     rel = figures.relative_to(out)
     lines = [
         "# The book's MNIST results, reproduced",
@@ -205,7 +207,7 @@ def render(sweeps: Mapping[str, Sweep], figures: Path, out: Path) -> str:
     for name in BEYOND:
         sweep = sweeps[name]
         for run in sweep.runs:
-            label = run.data.tags.get(OVERRIDES_TAG) or run.info.run_name
+            label = run.data.tags.get(tags.OVERRIDES) or run.info.run_name
             history = sweep.histories[run.info.run_id]
             lines.append(
                 f"| `{name}` | {label} | {sweep.peak(run, 'validation'):.2f}% | "
@@ -246,13 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        client = report.open_existing_store(store_uri())
+        client = store.connect(store.store_uri())
         figures = args.out / "results"
         names = dict.fromkeys([row.experiment for row in ROWS] + list(BEYOND))
         sweeps = {name: load_sweep(client, name, figures) for name in names}
         text = render(sweeps, figures, args.out)
         update_readme(args.readme, book_table(sweeps))
-    except report.ReportError as error:
+    except (report.ReportError, store.StoreError) as error:
         print(f"nnexp.results: error: {error}", file=sys.stderr)
         return 2
     (args.out / "RESULTS.md").write_text(text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hydra
@@ -23,9 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from nnexp import config, data, tracking, training
-from nnexp.network import Network
-from nnexp.sweep import Sweep
+from nnexp import config, store, tags, tracking
+from nnexp.engine import DataError, Network, load, sgd
+from nnexp.engine.history import EPOCH, EPOCH_SECONDS, SPLITS, Metrics, key
+from nnexp.sweep import SweepHandoff
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: found however this module is started
 
@@ -33,13 +34,17 @@ config.register()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
-def main(cfg: DictConfig) -> None:
-    """Train one network (one job, in a sweep) and track it as one MLflow run."""
+def main(cfg: DictConfig) -> tracking.RunResult:
+    """Train one network (one job, in a sweep) and track it as one MLflow run.
+
+    Returns the run's result: its ``objective`` (best validation accuracy) is what a sweeper
+    optimises, and its history holds every epoch's metrics.
+    """
     c = config.validate(cfg)
     job = HydraConfig.get()
     try:
-        dataset = data.load(c.data.name, train_size=c.data.train_size, expand=c.data.expand, dtype=c.dtype)
-    except data.DataError as error:  # missing or corrupt files: one line, and no run created
+        dataset = load(c.data.name, train_size=c.data.train_size, expand=c.data.expand, dtype=c.dtype)
+    except DataError as error:  # missing or corrupt files: one line, and no run created
         raise config.ConfigError(str(error)) from None
     net = Network(
         [dataset.n_inputs, *c.model.hidden, dataset.n_classes],
@@ -62,7 +67,7 @@ def main(cfg: DictConfig) -> None:
         threadpool_limits(limits=1)
     with tracking.ending(run):
         with progress(run.name, c.train.epochs, live=sys.stdout.isatty() and not side_by_side) as show:
-            training.sgd(
+            sgd(
                 net,
                 dataset,
                 c.train.epochs,
@@ -77,30 +82,30 @@ def main(cfg: DictConfig) -> None:
         run.log_outputs(net, output_dir, OmegaConf.to_yaml(cfg, resolve=True), output_dir / job.output_subdir)
     if run.failure is not None:
         print(f"{run.name}: FAILED, {run.failure}", file=sys.stderr)
-    print(f"{run.name}: {tracking.runs_url(run.experiment_id)}")
+    print(f"{run.name}: {store.runs_url(run.experiment_id)}")
+    return run.result()
 
 
 def start_run(cfg: DictConfig, c: config.Config, job: DictConfig) -> tracking.TrackedRun:
     """Create this job's run: nested under the sweep's parent when a sweep launched it, else on its own
     in the store of the directory the command was started in."""
-    sweep = Sweep.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
+    sweep = SweepHandoff.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
     if sweep is not None:
         client, experiment_id = MlflowClient(sweep.tracking_uri), sweep.experiment_id
     else:
-        uri = tracking.store_uri(job.runtime.cwd)
-        client, experiment_id = tracking.open_store(uri, c.tracking.experiment)
+        client, experiment_id = store.open_experiment(store.store_uri(job.runtime.cwd), c.tracking.experiment)
     overrides = list(job.overrides.task)
-    tags = {
-        tracking.OVERRIDES_TAG: " ".join(overrides),
-        "nnexp.sweep_id": sweep.parent_run_id if sweep else "",
-        tracking.JOB_TAG: str(job.job.get("num", 0)),
-        tracking.SEED_TAG: str(c.seed),
-        "nnexp.git_commit": tracking.git_commit(),
+    run_tags = {
+        tags.OVERRIDES: " ".join(overrides),
+        tags.SWEEP_ID: sweep.parent_run_id if sweep else "",
+        tags.JOB: str(job.job.get("num", 0)),
+        tags.SEED: str(c.seed),
+        tags.GIT_COMMIT: tracking.git_commit(),
     }
     if sweep is not None:
-        tags[tracking.PARENT_TAG] = sweep.parent_run_id
+        run_tags[tags.PARENT] = sweep.parent_run_id
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-    return tracking.TrackedRun.create(client, experiment_id, run_name(overrides, c.seed), tags, params)
+    return tracking.TrackedRun.create(client, experiment_id, run_name(overrides, c.seed), run_tags, params)
 
 
 def run_name(overrides: list[str], seed: int) -> str:
@@ -110,32 +115,31 @@ def run_name(overrides: list[str], seed: int) -> str:
 
 
 @contextlib.contextmanager
-def progress(name: str, epochs: int, live: bool) -> Iterator[Callable[[Mapping[str, float]], None]]:
+def progress(name: str, epochs: int, live: bool) -> Iterator[Callable[[Metrics], None]]:
     """A display of each epoch's accuracies: a tqdm bar (on a terminal, one job at a time), else one
     plain line per epoch (log files, CI and parallel jobs read better without carriage returns)."""
     if not live:
         yield lambda metrics: print(
-            f"{name} | epoch {metrics['epoch']}/{epochs} {accuracies(metrics)}", flush=True
+            f"{name} | epoch {metrics[EPOCH]}/{epochs} {accuracies(metrics)}", flush=True
         )
         return
     with tqdm(total=epochs, desc=name, unit="epoch", file=sys.stdout) as bar:
 
-        def show(metrics: Mapping[str, float]) -> None:
+        def show(metrics: Metrics) -> None:
             bar.set_postfix_str(accuracies(metrics), refresh=False)
             bar.update()
 
         yield show
 
 
-def accuracies(metrics: Mapping[str, float]) -> str:
-    return (
-        " ".join(
-            f"{split} {metrics[f'{split}_accuracy']:.2%}"
-            for split in training.SPLITS
-            if f"{split}_accuracy" in metrics
-        )
-        + f" ({metrics['epoch_seconds']:.1f}s)"
-    )
+def accuracies(metrics: Metrics) -> str:
+    """ "train 95.10% validation 94.80% test 94.70% (0.3s)": one epoch's line of the progress display."""
+    shown = [
+        f"{split} {metrics[key(split, 'accuracy')]:.2%}"
+        for split in SPLITS
+        if key(split, "accuracy") in metrics
+    ]
+    return " ".join(shown) + f" ({metrics[EPOCH_SECONDS]:.1f}s)"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 In the launching process, before any job starts, ``SweepCallback`` sets up the store (a fresh sqlite
 store cannot be set up by parallel jobs at once), creates the experiment and the parent run, and leaves
-a ``Sweep`` handoff in the sweep directory; each job, possibly in a joblib worker, reads it to nest its
+a ``SweepHandoff`` in the sweep directory; each job, possibly in a joblib worker, reads it to nest its
 run under the parent. When the sweep ends, the parent gets the comparison report of its children and
 ends FINISHED, or FAILED if a child did not finish. Hydra skips ``on_multirun_end`` when a job raises,
 so an exit hook ends a parent that is still open: FAILED, or KILLED after Ctrl-C.
@@ -23,13 +23,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from nnexp import report, tracking
+from nnexp import report, store, tags, tracking
 
 HANDOFF = "nnexp_sweep.json"
 
 
 @dataclass(frozen=True)
-class Sweep:
+class SweepHandoff:
     """What a job needs to log into its sweep: where the store is and which run is its parent."""
 
     tracking_uri: str
@@ -41,7 +41,7 @@ class Sweep:
         (sweep_dir / HANDOFF).write_text(json.dumps(asdict(self)))
 
     @classmethod
-    def load(cls, sweep_dir: Path) -> Sweep | None:
+    def load(cls, sweep_dir: Path) -> SweepHandoff | None:
         """The sweep that launched the jobs in ``sweep_dir``, or None (a multirun without this callback)."""
         path = sweep_dir / HANDOFF
         return cls(**json.loads(path.read_text())) if path.is_file() else None
@@ -57,20 +57,17 @@ class SweepCallback(Callback):
 
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
-        self.sweep: Sweep | None = None
+        self.sweep: SweepHandoff | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            uri = tracking.store_uri()
-            self.client, experiment_id = tracking.open_store(uri, config.tracking.experiment)
+            uri = store.store_uri()
+            self.client, experiment_id = store.open_experiment(uri, config.tracking.experiment)
             overrides = " ".join(config.hydra.overrides.task)
-            tags = {
-                tracking.SWEEP_TAG: "true",
-                tracking.OVERRIDES_TAG: overrides,
-                "nnexp.git_commit": tracking.git_commit(),
-            }
-            parent = self.client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags=tags)
-            self.sweep = Sweep(uri, experiment_id, parent.info.run_id)
+            run_tags = {tags.SWEEP: "true", tags.OVERRIDES: overrides, tags.GIT_COMMIT: tracking.git_commit()}
+            name = f"sweep {overrides}".strip()
+            parent = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
+            self.sweep = SweepHandoff(uri, experiment_id, parent.info.run_id)
             atexit.register(self._end_if_open)
             self.sweep.save(Path(config.hydra.sweep.dir))
         except (MlflowException, OSError) as error:
@@ -88,7 +85,7 @@ class SweepCallback(Callback):
                         self.client.log_artifact(parent.info.run_id, str(path))
         finally:
             self._end(tracking.FINISHED if finished else tracking.FAILED)
-        print(f"sweep of {len(children)} runs: {tracking.runs_url(parent.info.experiment_id)}")
+        print(f"sweep of {len(children)} runs: {store.runs_url(parent.info.experiment_id)}")
 
     def _end_if_open(self) -> None:
         """The exit hook: the sweep stopped before ``on_multirun_end`` (a job raised, or Ctrl-C)."""

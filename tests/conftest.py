@@ -1,5 +1,6 @@
-"""Test-wide ground rules: real MNIST from ../shared unless NNEXP_DATA_DIR says otherwise, no traffic
-beyond 127.0.0.1, and no MLflow telemetry."""
+"""Test-wide ground rules: real MNIST from ../shared unless NNEXP_DATA_DIR says otherwise (tests marked
+``mnist`` are skipped, with the reason, when the files are not there), no traffic beyond 127.0.0.1, and
+no MLflow telemetry."""
 
 import os
 import subprocess
@@ -15,10 +16,29 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["MPLBACKEND"] = "Agg"
 
 
+def mnist_missing() -> str | None:
+    """Why the MNIST tests cannot run here, or None when the four files are in $NNEXP_DATA_DIR."""
+    from nnexp.engine import data
+
+    directory = Path(os.environ["NNEXP_DATA_DIR"])
+    missing = [name for name in data.MNIST_FILES if not (directory / name).is_file()]
+    if missing:
+        return f"MNIST files not in NNEXP_DATA_DIR={directory} (missing {', '.join(missing)})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = mnist_missing()
+    if reason is not None:
+        for item in items:
+            if "mnist" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(autouse=True)
 def no_real_mirrors(monkeypatch):
     """A test that falls through to downloading meets a closed local port, never the internet."""
-    from nnexp import data
+    from nnexp.engine import data
 
     monkeypatch.setattr(data, "MIRRORS", ["http://127.0.0.1:9/"])
 

@@ -2,8 +2,10 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import open_dict
 
-from nnexp import components, config, data
+from nnexp import config
+from nnexp.engine import components, data
 from nnexp.run import CONF
 
 GROUPS = {
@@ -91,3 +93,42 @@ def test_hydra_errors_are_described_in_one_line(composer, override, message):
         composer(override)
     assert config.describe(error.value).startswith(message)
     assert "\n" not in config.describe(error.value)
+
+
+def with_sweep(cfg, *overrides, sweeper=None):
+    """``cfg`` as the launching process of ``python -m nnexp.run -m *overrides`` sees it."""
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = list(overrides)
+        if sweeper is not None:
+            cfg.hydra.sweeper._target_ = sweeper
+    return cfg
+
+
+def test_sweep_jobs_expand_lists_choice_range_and_glob_in_hydra_order(composer):
+    cfg = with_sweep(
+        composer("experiment=ch1_learning_rate"),
+        "experiment=ch1_learning_rate",
+        "train.eta=choice(0.5,1.0)",  # replaces the experiment's own 0.001,100.0
+        "seed=range(1,3)",
+        "activation=glob(t*)",
+    )
+    jobs = config.sweep_jobs(cfg)
+    assert jobs[0] == [
+        "model.hidden=[30]",
+        "train.eta=0.5",
+        "experiment=ch1_learning_rate",
+        "seed=1",
+        "activation=tanh",
+    ]
+    assert len(jobs) == 2 * 2 * 2 * 1
+    assert {job[1] for job in jobs} == {"train.eta=0.5", "train.eta=1.0"}
+
+
+def test_intervals_are_left_to_a_search_and_refused_by_the_basic_sweeper(composer):
+    overrides = ("train.eta=tag(log,interval(0.01,10))", "seed=1,2")
+    assert config.sweep_jobs(with_sweep(composer(), *overrides, sweeper="a.Search")) == [
+        ["seed=1"],
+        ["seed=2"],
+    ]
+    with pytest.raises(config.ConfigError, match=r"^train.eta=tag\(log,interval\(0.01,10\)\): the basic"):
+        config.sweep_jobs(with_sweep(composer(), *overrides))

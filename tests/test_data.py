@@ -1,4 +1,4 @@
-"""Tests of nnexp.data on the real MNIST files (from $NNEXP_DATA_DIR) and sklearn's digits.
+"""Tests of nnexp.engine.data on the real MNIST files (from $NNEXP_DATA_DIR) and sklearn's digits.
 
 Downloads are exercised against a local HTTP server on 127.0.0.1; no test ever reaches a real mirror
 (``data.MIRRORS`` is pointed at a closed local port for the tests that could fall back to it).
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnexp import data
+from nnexp.engine import data
 
 REAL_DIR = Path(os.environ["NNEXP_DATA_DIR"])  # set by conftest.py
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -58,6 +58,7 @@ def md5(path: Path) -> str:
 # --- real MNIST -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.mnist
 def test_book_split_shapes_range_and_dtype(mnist):
     assert mnist.name == "mnist" and mnist.n_inputs == 784 and mnist.n_classes == 10
     for split, n in ((mnist.train, 50000), (mnist.validation, 10000), (mnist.test, 10000)):
@@ -66,12 +67,14 @@ def test_book_split_shapes_range_and_dtype(mnist):
         assert split.X.min() == 0.0 and split.X.max() == 1.0
 
 
+@pytest.mark.mnist
 def test_label_counts_match_the_real_files(mnist):
     train_and_validation = np.concatenate([mnist.train.y, mnist.validation.y])
     assert np.bincount(train_and_validation).tolist() == TRAIN_COUNTS
     assert np.bincount(mnist.test.y).tolist() == TEST_COUNTS
 
 
+@pytest.mark.mnist
 def test_float64_and_train_size_keep_the_first_images(mnist):
     small = data.load(train_size=1000, dtype="float64")
     assert small.train.X.dtype == np.float64 and small.test.X.dtype == np.float64
@@ -103,6 +106,7 @@ def rolled(images: np.ndarray, shift: int, axis: int) -> np.ndarray:
     return out
 
 
+@pytest.mark.mnist
 def test_expand_full_training_set(mnist):
     expanded = data.load(expand=True)
     assert expanded.train.X.shape == (250000, 784) and expanded.train.X.dtype == np.float32
@@ -115,6 +119,7 @@ def test_expand_full_training_set(mnist):
         np.testing.assert_array_equal(shifts[:, k], rolled(original, shift, axis))
 
 
+@pytest.mark.mnist
 def test_train_size_applies_before_expand(mnist):
     expanded = data.load(train_size=100, expand=True)
     assert expanded.train.X.shape == (500, 784)
@@ -138,6 +143,7 @@ def load_from(directory: Path, monkeypatch):
     return data.load()
 
 
+@pytest.mark.mnist
 def test_md5_mismatch_names_the_file(tmp_path, monkeypatch):
     # A well-formed IDX file with one label changed: only the md5 check can catch it.
     path = copy_real(tmp_path) / "train-labels-idx1-ubyte.gz"
@@ -148,6 +154,7 @@ def test_md5_mismatch_names_the_file(tmp_path, monkeypatch):
         load_from(tmp_path, monkeypatch)
 
 
+@pytest.mark.mnist
 def test_flipped_byte_names_the_file(tmp_path, monkeypatch):
     path = copy_real(tmp_path) / "t10k-images-idx3-ubyte.gz"
     payload = bytearray(path.read_bytes())
@@ -157,6 +164,7 @@ def test_flipped_byte_names_the_file(tmp_path, monkeypatch):
         load_from(tmp_path, monkeypatch)
 
 
+@pytest.mark.mnist
 def test_truncated_file_names_the_file(tmp_path, monkeypatch):
     path = copy_real(tmp_path) / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:5_000_000])
@@ -164,6 +172,7 @@ def test_truncated_file_names_the_file(tmp_path, monkeypatch):
         load_from(tmp_path, monkeypatch)
 
 
+@pytest.mark.mnist
 def test_wrong_idx_structure_names_the_file(tmp_path, monkeypatch):
     path = copy_real(tmp_path) / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-10]))
@@ -171,6 +180,7 @@ def test_wrong_idx_structure_names_the_file(tmp_path, monkeypatch):
         load_from(tmp_path, monkeypatch)
 
 
+@pytest.mark.mnist
 def test_missing_file_in_data_dir_is_an_error_not_a_download(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", (closed_port_url(),))
     missing = "t10k-labels-idx1-ubyte.gz"
@@ -206,6 +216,7 @@ def server(tmp_path):
     httpd.server_close()
 
 
+@pytest.mark.mnist
 def test_download_skips_bad_mirrors_and_fills_cache_atomically(server, tmp_path):
     cache = tmp_path / "cache"
     mirrors = [closed_port_url(), server + "empty/", server + "bad/", server + "good/"]
@@ -215,6 +226,7 @@ def test_download_skips_bad_mirrors_and_fills_cache_atomically(server, tmp_path)
         assert md5(cache / name) == expected
 
 
+@pytest.mark.mnist
 def test_damaged_cached_file_is_downloaded_again(server, tmp_path):
     cache = copy_real(tmp_path / "cache")
     (cache / "train-labels-idx1-ubyte.gz").write_bytes(b"junk")
@@ -223,6 +235,7 @@ def test_damaged_cached_file_is_downloaded_again(server, tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == sorted(data.MNIST_FILES)
 
 
+@pytest.mark.mnist
 def test_load_without_data_dir_uses_the_user_cache(server, tmp_path, monkeypatch, mnist):
     monkeypatch.delenv("NNEXP_DATA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -233,6 +246,7 @@ def test_load_without_data_dir_uses_the_user_cache(server, tmp_path, monkeypatch
     np.testing.assert_array_equal(loaded.test.X, mnist.test.X)
 
 
+@pytest.mark.mnist
 def test_all_mirrors_failing_is_a_clear_offline_error(server, tmp_path):
     cache = tmp_path / "cache"
     message = "could not download train-images-idx3-ubyte.gz .*offline"

@@ -19,7 +19,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from nnexp import report, tracking
+from nnexp import report, store
 from nnexp.plots import plot_learning_curves, plot_metric
 
 FILES = {"accuracy.png", "cost.png", "learning_curves.png", "summary.csv", "summary.md"}
@@ -49,7 +49,7 @@ def sweep(tmp_path_factory) -> Path:
 def in_sweep(sweep, monkeypatch) -> MlflowClient:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(sweep)
-    return report.open_existing_store(tracking.store_uri())
+    return store.connect(store.store_uri())
 
 
 def _parent(client: MlflowClient) -> str:

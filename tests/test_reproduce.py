@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nnexp import report, results
+from nnexp import results, store
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.mnist]
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("ch*.yaml"))
 KNOWN_MISSES = {"2": "run-to-run spread of the saturated quadratic [784,100,10] net: experiments/NOTES.md"}
@@ -46,7 +46,7 @@ def reproduced(tmp_path_factory):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    client = report.open_existing_store(f"sqlite:///{where / 'mlflow.db'}")
+    client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
     names = {row.experiment for row in results.ROWS}
     return where, {name: results.load_sweep(client, name, where / "figures") for name in names}
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from nnexp import report, results
+from nnexp import report, results, store
 
 ROW_3, ROW_4 = (row for row in results.ROWS if row.experiment == "ch1_learning_rate")
 
@@ -30,7 +30,7 @@ def learning_rate_sweep(tmp_path_factory):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    client = report.open_existing_store(f"sqlite:///{where / 'mlflow.db'}")
+    client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
     return results.load_sweep(client, "ch1_learning_rate", where / "figures"), where
 
 

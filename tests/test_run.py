@@ -9,10 +9,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
 
-from nnexp import data
-from nnexp.network import Network
+from nnexp import run
+from nnexp.engine import Network, data
 
 SMOKE = ("data.train_size=1000", "train.epochs=2")
 EPOCH_KEYS = {
@@ -47,6 +50,10 @@ def all_runs(uri):
         (["train.etaa=1"], "train.etaa"),
         (["-m", "train.eta=0.1,0"], "train.eta"),
         (["-m", "hydra/launcher=joblib", "cost=quadratic,cubic"], "cost"),
+        (["-m", "train.eta=choice(0.1,0)"], "train.eta"),
+        (["-m", "train.eta=range(0,1,0.5)"], "train.eta"),
+        (["-m", "train.eta=interval(0.1,1)"], "train.eta"),
+        (["-m", "train.eta=choice(0.1"], "train.eta"),
     ],
 )
 def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_run, args, key):
@@ -58,6 +65,7 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_run, args, ke
     assert list(tmp_path.iterdir()) == []  # no mlflow.db, no outputs/ or multirun/
 
 
+@pytest.mark.mnist
 def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
     without_uri = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     result = nnexp_run(*SMOKE, "train.eta=1.0", env=without_uri)  # the store rule: ./mlflow.db ...
@@ -128,6 +136,7 @@ def test_same_config_and_seed_give_identical_histories(store, nnexp_run):
     assert histories[0] == histories[1]
 
 
+@pytest.mark.mnist
 def test_ctrl_c_ends_the_run_killed(tmp_path, store):
     process = subprocess.Popen(
         [sys.executable, "-m", "nnexp.run", "train.epochs=30"],
@@ -150,3 +159,21 @@ def test_missing_data_is_one_line_and_creates_no_run(tmp_path, nnexp_run):
     assert result.stderr.strip().splitlines()[-1].startswith("NNEXP_DATA_DIR=")  # after Hydra's job line
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_main_returns_the_objective_and_the_history(tmp_path, store, composer):
+    """What a sweeper receives from a job: the best validation accuracy, never a test figure."""
+    cfg = composer("data=digits", "train.epochs=3")
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(tmp_path / "out"), str(tmp_path)
+        cfg.hydra.mode = RunMode.RUN
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as Hydra hands the config to the task
+    result = run.main.__wrapped__(cfg)
+    client, (logged,) = all_runs(store)
+    assert (result.run_id, result.status) == (logged.info.run_id, "FINISHED")
+    assert [m["epoch"] for m in result.history] == [1, 2, 3]
+    assert result.objective == max(m["validation_accuracy"] for m in result.history)
+    assert result.objective == logged.data.metrics["best_validation_accuracy"]
+    assert result.objective != logged.data.metrics["best_test_accuracy"]

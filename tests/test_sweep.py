@@ -67,6 +67,7 @@ def test_a_crashing_job_still_ends_the_parent(tmp_path, store, nnexp_run):
     assert [(run.data.tags.get("nnexp.sweep"), run.info.status) for run in runs] == [("true", "FAILED")]
 
 
+@pytest.mark.mnist
 def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store):
     process = subprocess.Popen(
         [sys.executable, "-m", "nnexp.run", "-m", "seed=0,1"],

@@ -2,9 +2,7 @@
 
 import pytest
 
-from nnexp import data
-from nnexp.network import Network
-from nnexp.training import DivergenceError, sgd
+from nnexp.engine import DivergenceError, Network, data, sgd
 
 KEYS = [
     "epoch",
@@ -92,6 +90,7 @@ def test_unknown_schedule_is_named(digits):
         train(digits, schedule="cosine")
 
 
+@pytest.mark.mnist
 def test_real_mnist_one_epoch_reaches_90_percent():
     mnist = data.load("mnist")
     net = Network([784, 30, 10], cost="crossentropy", seed=0)

@@ -1,72 +1,114 @@
 """The swappable parts of a network: activations, costs, initializers and regularizers.
 
 Each part is a small object with a ``name``. The registries at the bottom map every name to exactly
-one class, so that a config group option (``cost=quadratic``) selects exactly one of them.
+one class, so that a config group option (``cost=quadratic``) selects exactly one of them: a new part
+is one class here, listed in its registry, plus one YAML file in ``conf/``.
 
 Everything works on batches whose rows are examples: ``z`` and ``a`` have shape ``(n, units)``.
 """
 
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
 import numpy as np
 
+Array = np.ndarray
+
 # --- Activations ----------------------------------------------------------------------------------
+# An activation is sigma in a^l = sigma(z^l). ``prime`` is sigma'(z), the factor of BP1 and BP2; it is
+# given the activation a = sigma(z) too, because most derivatives are cheapest written through it.
+
+
+class Activation(Protocol):
+    name: str
+
+    @staticmethod
+    def fn(z: Array) -> Array: ...
+
+    @staticmethod
+    def prime(z: Array, a: Array) -> Array: ...
 
 
 class Sigmoid:
-    """sigma(z) = 1 / (1 + e^-z), written through tanh so that no exp overflows for large |z|."""
+    """sigma(z) = 1 / (1 + e^-z), the book's neuron: a smoothed-out perceptron (chapter 1).
+
+    Written through tanh so that no exp overflows for large |z|.
+    """
 
     name = "sigmoid"
 
     @staticmethod
-    def fn(z):
+    def fn(z: Array) -> Array:
         a = np.tanh(0.5 * z)  # sigma(z) = (1 + tanh(z/2)) / 2, in place to save allocations
         a += 1.0
         a *= 0.5
         return a
 
     @staticmethod
-    def prime(z, a):
+    def prime(z: Array, a: Array) -> Array:
         """sigma'(z) = sigma(z) (1 - sigma(z)), computed from the stored activation a = sigma(z)."""
         return a * (1.0 - a)
 
 
 class Tanh:
+    """tanh(z) = 2 sigma(2z) - 1: a sigmoid rescaled to (-1, 1), so that activations (and hence the
+    weight updates of the next layer) can take either sign (chapter 3, "Other models of neuron")."""
+
     name = "tanh"
 
     @staticmethod
-    def fn(z):
+    def fn(z: Array) -> Array:
         return np.tanh(z)
 
     @staticmethod
-    def prime(z, a):
+    def prime(z: Array, a: Array) -> Array:
+        """tanh'(z) = 1 - tanh(z)^2, from the stored activation."""
         return 1.0 - a * a
 
 
 class ReLU:
+    """The rectified linear unit max(0, z) (chapter 3): it never saturates for z > 0, so its gradient
+    does not vanish there; for z < 0 it stops learning altogether."""
+
     name = "relu"
 
     @staticmethod
-    def fn(z):
+    def fn(z: Array) -> Array:
         return np.maximum(z, 0.0)
 
     @staticmethod
-    def prime(z, a):
+    def prime(z: Array, a: Array) -> Array:
+        """1 where z > 0, else 0 (the derivative at exactly 0 is taken as 0)."""
         return (z > 0).astype(z.dtype)
 
 
 class Softmax:
-    """The output layer of the log-likelihood cost (chapter 3). Not a hidden-layer choice."""
+    """The output layer of the log-likelihood cost (chapter 3): a_j = e^{z_j} / sum_k e^{z_k}, a
+    probability distribution over the digits. Not a hidden-layer choice, so it has no ``prime``."""
 
     name = "softmax"
 
     @staticmethod
-    def fn(z):
-        e = np.exp(z - z.max(axis=1, keepdims=True))
+    def fn(z: Array) -> Array:
+        e = np.exp(z - z.max(axis=1, keepdims=True))  # shifted so that no exp overflows
         return e / e.sum(axis=1, keepdims=True)
 
 
 # --- Costs ----------------------------------------------------------------------------------------
 # A cost knows its output layer, its value per example, and the output error delta^L = dC/dz^L (BP1).
 # Values are computed from z rather than a, so that log(0) never happens even when a saturates.
+
+
+class Cost(Protocol):
+    name: str
+    output: type[Sigmoid] | type[Softmax]
+
+    @staticmethod
+    def fn(z: Array, a: Array, y: Array) -> Array: ...
+
+    @staticmethod
+    def delta(z: Array, a: Array, y: Array) -> Array: ...
 
 
 class QuadraticCost:
@@ -76,11 +118,11 @@ class QuadraticCost:
     output = Sigmoid
 
     @staticmethod
-    def fn(z, a, y):
+    def fn(z: Array, a: Array, y: Array) -> Array:
         return 0.5 * np.sum((a - y) ** 2, axis=1)
 
     @staticmethod
-    def delta(z, a, y):
+    def delta(z: Array, a: Array, y: Array) -> Array:
         return (a - y) * Sigmoid.prime(z, a)
 
 
@@ -94,11 +136,11 @@ class CrossEntropyCost:
     output = Sigmoid
 
     @staticmethod
-    def fn(z, a, y):
+    def fn(z: Array, a: Array, y: Array) -> Array:
         return np.sum(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z), axis=1)
 
     @staticmethod
-    def delta(z, a, y):
+    def delta(z: Array, a: Array, y: Array) -> Array:
         return a - y
 
 
@@ -109,17 +151,25 @@ class LogLikelihoodCost:
     output = Softmax
 
     @staticmethod
-    def fn(z, a, y):
+    def fn(z: Array, a: Array, y: Array) -> Array:
         zmax = z.max(axis=1, keepdims=True)
         log_sum_exp = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
         return log_sum_exp - np.sum(y * z, axis=1)
 
     @staticmethod
-    def delta(z, a, y):
+    def delta(z: Array, a: Array, y: Array) -> Array:
         return a - y
 
 
 # --- Initializers ---------------------------------------------------------------------------------
+# Biases are N(0, 1) with both initializers, as in the book; the initializer chooses the weights.
+
+
+class Initializer(Protocol):
+    name: str
+
+    @staticmethod
+    def weights(rng: np.random.Generator, n_out: int, n_in: int) -> Array: ...
 
 
 class LargeInit:
@@ -128,7 +178,7 @@ class LargeInit:
     name = "large"
 
     @staticmethod
-    def weights(rng, n_out, n_in):
+    def weights(rng: np.random.Generator, n_out: int, n_in: int) -> Array:
         return rng.standard_normal((n_out, n_in))
 
 
@@ -138,7 +188,7 @@ class ScaledInit:
     name = "scaled"
 
     @staticmethod
-    def weights(rng, n_out, n_in):
+    def weights(rng: np.random.Generator, n_out: int, n_in: int) -> Array:
         return rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
 
 
@@ -156,17 +206,18 @@ class Regularizer:
     name = "none"
     dropout = 0.0
 
-    def __init__(self, lmbda=0.0, p=0.5):
+    def __init__(self, lmbda: float = 0.0):
         self.lmbda = lmbda
 
-    def penalty(self, weights, n):
+    def penalty(self, weights: list[Array], n: int) -> float:
+        """The term added to the cost, for a training set of n examples."""
         return 0.0
 
-    def weight_gradient(self, w, n):
+    def weight_gradient(self, w: Array, n: int) -> Array | None:
         """d(penalty)/dw; None when there is no penalty."""
-        return
+        return None
 
-    def decay(self, w, eta, n):
+    def decay(self, w: Array, eta: float, n: int) -> None:
         """The regularizer's part of one SGD step on w, in place: w <- w - eta * d(penalty)/dw."""
         gradient = self.weight_gradient(w, n)
         if gradient is not None:
@@ -178,13 +229,13 @@ class L2(Regularizer):
 
     name = "l2"
 
-    def penalty(self, weights, n):
+    def penalty(self, weights: list[Array], n: int) -> float:
         return 0.5 * (self.lmbda / n) * sum(float(np.sum(w * w)) for w in weights)
 
-    def weight_gradient(self, w, n):
+    def weight_gradient(self, w: Array, n: int) -> Array:
         return (self.lmbda / n) * w
 
-    def decay(self, w, eta, n):
+    def decay(self, w: Array, eta: float, n: int) -> None:
         """The book's w <- (1 - eta lmbda / n) w: one multiplication, no temporary array."""
         w *= 1.0 - eta * self.lmbda / n
 
@@ -194,10 +245,10 @@ class L1(Regularizer):
 
     name = "l1"
 
-    def penalty(self, weights, n):
+    def penalty(self, weights: list[Array], n: int) -> float:
         return (self.lmbda / n) * sum(float(np.sum(np.abs(w))) for w in weights)
 
-    def weight_gradient(self, w, n):
+    def weight_gradient(self, w: Array, n: int) -> Array:
         return (self.lmbda / n) * np.sign(w)
 
 
@@ -207,7 +258,7 @@ class Dropout(L2):
 
     name = "dropout"
 
-    def __init__(self, lmbda=0.0, p=0.5):
+    def __init__(self, lmbda: float = 0.0, p: float = 0.5):
         super().__init__(lmbda)
         self.dropout = p
 
@@ -216,23 +267,30 @@ class Dropout(L2):
 
 DTYPES = ("float32", "float64")  # float32 is the default: as accurate here, faster, half the memory
 
+ACTIVATIONS: dict[str, type[Activation]] = {c.name: c for c in (Sigmoid, Tanh, ReLU)}
+COSTS: dict[str, type[Cost]] = {c.name: c for c in (QuadraticCost, CrossEntropyCost, LogLikelihoodCost)}
+INITIALIZERS: dict[str, type[Initializer]] = {c.name: c for c in (LargeInit, ScaledInit)}
+REGULARIZERS: dict[str, type[Regularizer]] = {c.name: c for c in (Regularizer, L2, L1, Dropout)}
 
-def dtype_of(name):
-    """The numpy dtype of an accepted name; anything else gets an error listing the accepted ones."""
-    if str(name) not in DTYPES:
-        raise ValueError(f"unsupported dtype {name!r} (accepted: {', '.join(DTYPES)})")
-    return np.dtype(name)
-
-
-ACTIVATIONS = {c.name: c for c in (Sigmoid, Tanh, ReLU)}
-COSTS = {c.name: c for c in (QuadraticCost, CrossEntropyCost, LogLikelihoodCost)}
-INITIALIZERS = {c.name: c for c in (LargeInit, ScaledInit)}
-REGULARIZERS = {c.name: c for c in (Regularizer, L2, L1, Dropout)}
+T = TypeVar("T")
 
 
-def get(registry, kind, name):
+def get(registry: dict[str, T], kind: str, name: str) -> T:
     """Look a component up by name; an unknown name gets an error listing the accepted ones."""
     try:
         return registry[name]
     except KeyError:
         raise ValueError(f"unknown {kind} {name!r} (accepted: {', '.join(registry)})") from None
+
+
+def regularizer(name: str, lmbda: float = 0.0, p: float = 0.5) -> Regularizer:
+    """The regularizer called ``name``, with its penalty's lmbda; p, the drop probability, is dropout's."""
+    kind = get(REGULARIZERS, "regularizer", name)
+    return kind(lmbda, p) if issubclass(kind, Dropout) else kind(lmbda)
+
+
+def dtype_of(name: str) -> np.dtype:
+    """The numpy dtype of an accepted name; anything else gets an error listing the accepted ones."""
+    if str(name) not in DTYPES:
+        raise ValueError(f"unsupported dtype {name!r} (accepted: {', '.join(DTYPES)})")
+    return np.dtype(name)

@@ -7,6 +7,8 @@ Every file is checked against its published md5 and its IDX header before use, s
 corrupted file fails loudly with a ``DataError`` naming it instead of silently training on garbage.
 """
 
+from __future__ import annotations
+
 import gzip
 import hashlib
 import http.client
@@ -15,13 +17,14 @@ import os
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import platformdirs
 
-from nnexp.components import dtype_of
+from nnexp.engine.components import dtype_of
 
 DATASETS = ("mnist", "digits")
 
@@ -80,7 +83,9 @@ class Dataset:
         return 10
 
 
-def load(name="mnist", train_size=None, expand=False, dtype="float32") -> Dataset:
+def load(
+    name: str = "mnist", train_size: int | None = None, expand: bool = False, dtype: str = "float32"
+) -> Dataset:
     """Load ``name`` with the book's splits.
 
     ``train_size`` keeps the first n training images (the book's 1,000-image overfitting runs); it is applied
@@ -111,7 +116,7 @@ def load(name="mnist", train_size=None, expand=False, dtype="float32") -> Datase
     )
 
 
-def _check_train_size(train_size, available: int) -> int:
+def _check_train_size(train_size: object, available: int) -> int:
     try:
         n = operator.index(train_size)
     except TypeError:
@@ -140,7 +145,7 @@ def expand_shifts(X: np.ndarray, side: int) -> np.ndarray:
     return out.reshape(-1, side * side)
 
 
-def _digits_arrays():
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """sklearn's bundled 8x8 digits (pixel values 0..16): an MNIST stand-in that needs no download."""
     from sklearn.datasets import load_digits  # lazy: only this offline fallback needs scikit-learn
 
@@ -148,7 +153,7 @@ def _digits_arrays():
     return digits.data, digits.target
 
 
-def _mnist_arrays():
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     """All 70,000 MNIST images (uint8, flattened) and labels: the 60,000 training ones, then t10k."""
     directory = find_mnist()
     train_images, train_labels, test_images, test_labels = (read_idx(directory / n) for n in MNIST_FILES)
@@ -180,7 +185,9 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("nnexp")) / "mnist"
 
 
-def fetch_mnist(cache_dir=None, mirrors=None, timeout: float = 30.0) -> Path:
+def fetch_mnist(
+    cache_dir: str | Path | None = None, mirrors: Sequence[str] | None = None, timeout: float = 30.0
+) -> Path:
     """Make sure ``cache_dir`` holds the four verified MNIST files, downloading any missing or bad one.
 
     ``cache_dir`` defaults to the user cache and ``mirrors`` to ``MIRRORS`` (read at call time, so setting
@@ -198,7 +205,7 @@ def fetch_mnist(cache_dir=None, mirrors=None, timeout: float = 30.0) -> Path:
     return directory
 
 
-def _download(name: str, md5: str, path: Path, mirrors, timeout: float) -> None:
+def _download(name: str, md5: str, path: Path, mirrors: Sequence[str], timeout: float) -> None:
     failures = []
     for prefix in mirrors:
         url = prefix + name

@@ -1,0 +1,164 @@
+"""Mini-batch stochastic gradient descent, with the monitoring and stopping rules of chapter 3.
+
+The engine reports each epoch's metrics to an ``on_epoch`` callback and knows nothing of where they
+go; the harness uses the callback to log them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnexp.engine.data import Dataset
+from nnexp.engine.history import EPOCH, EPOCH_SECONDS, ETA, SPLITS, Metrics, key
+from nnexp.engine.network import Array, Network, one_hot
+
+SCHEDULES = ("constant", "halve")
+HALVINGS = 7  # the book's schedule stops when eta has dropped to eta/128 = eta/2^7
+HALVING_PATIENCE = 10  # the halving schedule's n when early_stopping does not set one
+
+
+class DivergenceError(ArithmeticError):
+    """A cost became NaN or infinite: training cannot recover, so the run stops here."""
+
+    def __init__(self, epoch: int, metrics: Metrics):
+        bad = next(k for k in costs(metrics) if not np.isfinite(metrics[k]))
+        super().__init__(f"{bad} became {metrics[bad]} at epoch {epoch}")
+        self.epoch = epoch
+        self.metrics = metrics
+
+
+@dataclass
+class StoppingRule:
+    """The book's no-improvement-in-n rule on validation accuracy (chapter 3, "Early stopping"), and
+    the learning-rate schedule built on it: each time the rule fires, ``halve`` halves eta instead of
+    stopping, and training stops when eta would drop to eta/128. ``patience`` None never fires."""
+
+    patience: int | None
+    halve: bool = False
+    best: float = -1.0
+    since_best: int = 0
+    halvings: int = 0
+
+    @classmethod
+    def of(cls, schedule: str, early_stopping: int | None) -> StoppingRule:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r} (accepted: {', '.join(SCHEDULES)})")
+        halve = schedule == "halve"
+        return cls(early_stopping or (HALVING_PATIENCE if halve else None), halve)
+
+    def after_epoch(self, validation_accuracy: float, eta: float) -> tuple[float, bool]:
+        """(the eta of the next epoch, whether to stop now), given this epoch's validation accuracy."""
+        if self.patience is None:
+            return eta, False
+        if validation_accuracy > self.best:
+            self.best, self.since_best = validation_accuracy, 0
+            return eta, False
+        self.since_best += 1
+        if self.since_best < self.patience:
+            return eta, False
+        if not self.halve or self.halvings + 1 == HALVINGS:
+            return eta, True
+        self.since_best, self.halvings = 0, self.halvings + 1
+        return eta / 2, False
+
+
+def sgd(
+    net: Network,
+    data: Dataset,
+    epochs: int,
+    batch_size: int,
+    eta: float,
+    momentum: float = 0.0,
+    schedule: str = "constant",
+    early_stopping: int | None = None,
+    on_epoch: Callable[[Metrics], None] | None = None,
+    monitor: Sequence[str] = SPLITS,
+) -> list[Metrics]:
+    """Train ``net`` on ``data.train`` by mini-batch stochastic gradient descent; return the list of
+    each epoch's metrics (the history).
+
+    - ``epochs``: how many passes over the training data, at most.
+    - ``batch_size``: the examples averaged into each gradient step (the book's mini_batch_size).
+    - ``eta``: the learning rate.
+    - ``momentum`` mu: velocities v <- mu v - eta grad C, then w <- w + v (chapter 3); 0 is plain SGD.
+    - ``schedule`` and ``early_stopping`` n: see ``StoppingRule``; with ``constant`` the rule stops
+      training, with ``halve`` it halves eta (n defaults to 10 there).
+    - ``on_epoch``: called with each epoch's metrics as soon as the epoch is done.
+    - ``monitor``: the splits whose cost and accuracy each epoch reports.
+
+    Raises ``DivergenceError`` when a cost becomes NaN or infinite.
+    """
+    rule = StoppingRule.of(schedule, early_stopping)
+    if rule.patience and "validation" not in monitor:
+        raise ValueError("early stopping and the halving schedule watch validation accuracy: monitor it")
+    X, n = data.train.X, data.train.X.shape[0]
+    Y = one_hot(data.train.y, net.sizes[-1], net.dtype)
+    velocities = [np.zeros_like(p) for p in net.weights + net.biases] if momentum else None
+    history = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, by the costs
+            for batch in mini_batches(net.rng, n, batch_size):
+                update(net, X[batch], Y[batch], eta, n, momentum, velocities)
+            metrics = {EPOCH: epoch, **evaluate(net, data, monitor, n)}
+        metrics[EPOCH_SECONDS] = time.perf_counter() - started
+        metrics[ETA] = eta
+        if not all(np.isfinite(metrics[k]) for k in costs(metrics)):
+            raise DivergenceError(epoch, metrics)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+        eta, stop = rule.after_epoch(metrics.get(key("validation", "accuracy"), 0.0), eta)
+        if stop:
+            break
+    return history
+
+
+def costs(metrics: Metrics) -> list[str]:
+    """The keys of the costs an epoch's metrics hold: the values that divergence makes non-finite."""
+    return [key(split, "cost") for split in SPLITS if key(split, "cost") in metrics]
+
+
+def mini_batches(rng: np.random.Generator, n: int, batch_size: int) -> Iterator[Array]:
+    """The indices of one epoch's mini-batches: a fresh shuffle of the n examples, cut in order."""
+    order = rng.permutation(n)
+    for k in range(0, n, batch_size):
+        yield order[k : k + batch_size]
+
+
+def evaluate(net: Network, data: Dataset, monitor: Sequence[str], n_train: int) -> Metrics:
+    """Cost and accuracy on each monitored split, keyed as ``history.key`` names them."""
+    metrics = {}
+    for split in monitor:
+        part = getattr(data, split)
+        metrics[key(split, "cost")], metrics[key(split, "accuracy")] = net.evaluate(part.X, part.y, n_train)
+    return metrics
+
+
+def update(
+    net: Network,
+    X: Array,
+    Y: Array,
+    eta: float,
+    n: int,
+    momentum: float = 0.0,
+    velocities: list[Array] | None = None,
+) -> None:
+    """One step of gradient descent on the mini-batch (X, Y), written as the book writes the
+    regularized rule: the regularizer's decay of the weights, then the step down the gradient of the
+    unregularized cost (with momentum, if any). n is the size of the training set."""
+    masks = net.dropout_masks(X.shape[0]) if net.regularizer.dropout else None
+    grad_w, grad_b = net.backprop(X, Y, masks)
+    for w in net.weights:
+        net.regularizer.decay(w, eta, n)
+    for i, (p, g) in enumerate(zip(net.weights + net.biases, grad_w + grad_b, strict=True)):
+        if velocities is None:
+            p -= eta * g
+        else:
+            velocities[i] *= momentum
+            velocities[i] -= eta * g
+            p += velocities[i]
