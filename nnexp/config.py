@@ -91,6 +91,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     seed: int = MISSING
     dtype: str = MISSING
+    resume: str | None = MISSING  # a run (or sweep) id to take up: see nnexp/resume.py
 
 
 def register() -> None:

@@ -27,7 +27,7 @@ from nnexp import store, tags
 from nnexp.engine import history as vocabulary
 from nnexp.engine.history import EPOCH, final, summarize
 from nnexp.plots import plot_learning_curves, plot_metric
-from nnexp.tracking import WALL_SECONDS
+from nnexp.tracking import WALL_SECONDS, stored_history
 
 UNSET = "(default)"  # shown for an override key that a run did not set
 
@@ -123,11 +123,7 @@ def _experiment(client: MlflowClient, name: str | None):
 
 def run_history(client: MlflowClient, run_id: str) -> pd.DataFrame:
     """Per-epoch metrics of a run (step = epoch), one column per curve of ``history.CURVES``."""
-    columns = {
-        key: pd.Series({m.step: m.value for m in client.get_metric_history(run_id, key)}, dtype=float)
-        for key in vocabulary.CURVES
-    }
-    return pd.DataFrame(columns).rename_axis(EPOCH).sort_index().reset_index()
+    return pd.DataFrame(stored_history(client, run_id), columns=[EPOCH, *vocabulary.CURVES])
 
 
 def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
@@ -155,7 +151,9 @@ def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
 
 def _overrides(run: Run) -> dict[str, str]:
     """``"cost=quadratic seed=1"`` -> {"cost": "quadratic", "seed": "1"}."""
-    return dict(token.partition("=")[::2] for token in run.data.tags.get(tags.OVERRIDES, "").split())
+    return dict(
+        token.partition("=")[::2] for token in tags.split_overrides(run.data.tags.get(tags.OVERRIDES, ""))
+    )
 
 
 def _differing(settings: Sequence[dict[str, str]]) -> list[str]:

@@ -23,9 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from nnexp import config, store, tags, tracking
-from nnexp.engine import DataError, Network, load, sgd
+from nnexp import checkpoints, config, resume, store, tags, tracking
+from nnexp.engine import DataError, Dataset, Network, load, sgd
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, SPLITS, Metrics, key
+from nnexp.engine.training import TrainingState
 from nnexp.sweep import SweepHandoff
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: found however this module is started
@@ -38,16 +39,46 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     """Train one network (one job, in a sweep) and track it as one MLflow run.
 
     Returns the run's result: its ``objective`` (best validation accuracy) is what a sweeper
-    optimises, and its history holds every epoch's metrics.
+    optimises, and its history holds every epoch's metrics. A run that ends FAILED in a command of
+    its own (not a sweep) exits with status 1, so that scripts and schedulers see it.
     """
     c = config.validate(cfg)
     job = HydraConfig.get()
+    sweep = SweepHandoff.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
+    taken_up = resume.find(cfg, sweep.parent_run_id if sweep else None, job.job.get("num", 0))
+    if taken_up is not None and taken_up.skip:
+        print(f"{taken_up.run.info.run_name}: FINISHED before, left alone")
+        return tracking.RunResult.of(taken_up.client, taken_up.run)
     try:
         dataset = load(c.data.name, train_size=c.data.train_size, expand=c.data.expand, dtype=c.dtype)
     except DataError as error:  # missing or corrupt files: one line, and no run created
         raise config.ConfigError(str(error)) from None
-    net = Network(
-        [dataset.n_inputs, *c.model.hidden, dataset.n_classes],
+    if taken_up is not None and taken_up.checkpoint is not None:
+        net, state = taken_up.checkpoint
+    else:
+        net, state = build_network(c, dataset.n_inputs, dataset.n_classes), TrainingState()
+    if taken_up is not None:
+        run = tracking.TrackedRun.reopen(taken_up.client, taken_up.run, state.history, c.train.epochs)
+    else:
+        run = start_run(cfg, c, job, sweep)
+    side_by_side = job.mode == RunMode.MULTIRUN and job.launcher.get("n_jobs") not in (None, 1)
+    if side_by_side:
+        # One BLAS thread per job, so that two jobs on two cores do not each start two threads and fight
+        # over them. Left set for the worker's life: it only runs this sweep's jobs. (Set and restored
+        # around each job instead, the second wave of jobs ran twice as slow.)
+        threadpool_limits(limits=1)
+    train(cfg, c, job, run, net, state, dataset, live=sys.stdout.isatty() and not side_by_side)
+    if run.failure is not None:
+        print(f"{run.name}: FAILED, {run.failure}", file=sys.stderr)
+    print(f"{run.name}: {store.runs_url(run.experiment_id)}")
+    if run.status != tracking.FINISHED and job.mode == RunMode.RUN:
+        sys.exit(1)
+    return run.result()
+
+
+def build_network(c: config.Config, n_inputs: int, n_classes: int) -> Network:
+    return Network(
+        [n_inputs, *c.model.hidden, n_classes],
         activation=c.activation.name,
         cost=c.cost.name,
         init=c.init.name,
@@ -57,16 +88,36 @@ def main(cfg: DictConfig) -> tracking.RunResult:
         seed=c.seed,
         dtype=c.dtype,
     )
-    run = start_run(cfg, c, job)
+
+
+def train(
+    cfg: DictConfig,
+    c: config.Config,
+    job: DictConfig,
+    run: tracking.TrackedRun,
+    net: Network,
+    state: TrainingState,
+    dataset: Dataset,
+    live: bool,
+) -> None:
+    """Train to ``train.epochs`` from ``state``, checkpointing and logging every epoch, then log the
+    summary and the outputs; the run ends FINISHED, FAILED or KILLED however this ends.
+
+    Each epoch is checkpointed before its metrics are logged: after a crash the store never holds
+    an epoch that the checkpoint lacks, so a resume logs every epoch exactly once.
+    """
+    checkpointer = checkpoints.Checkpointer(run.client, run.run_id)
     output_dir = Path(job.runtime.output_dir)
-    side_by_side = job.mode == RunMode.MULTIRUN and job.launcher.get("n_jobs") not in (None, 1)
-    if side_by_side:
-        # One BLAS thread per job, so that two jobs on two cores do not each start two threads and fight
-        # over them. Left set for the worker's life: it only runs this sweep's jobs. (Set and restored
-        # around each job instead, the second wave of jobs ran twice as slow.)
-        threadpool_limits(limits=1)
-    with tracking.ending(run):
-        with progress(run.name, c.train.epochs, live=sys.stdout.isatty() and not side_by_side) as show:
+    with tracking.ending(run), contextlib.closing(checkpointer):
+        if not state.history:
+            checkpointer.save(net, state)  # epoch 0: a run killed in its first epoch starts over in place
+        with progress(run.name, c.train.epochs, state.epoch, live) as show:
+
+            def on_epoch(metrics: Metrics) -> None:
+                checkpointer.save(net, state)
+                run.log_epoch(metrics)
+                show(metrics)
+
             sgd(
                 net,
                 dataset,
@@ -76,36 +127,35 @@ def main(cfg: DictConfig) -> tracking.RunResult:
                 momentum=c.train.momentum,
                 schedule=c.train.schedule,
                 early_stopping=c.train.early_stopping,
-                on_epoch=lambda metrics: (run.log_epoch(metrics), show(metrics)),
+                on_epoch=on_epoch,
+                state=state,
             )
         run.log_summary()
         run.log_outputs(net, output_dir, OmegaConf.to_yaml(cfg, resolve=True), output_dir / job.output_subdir)
-    if run.failure is not None:
-        print(f"{run.name}: FAILED, {run.failure}", file=sys.stderr)
-    print(f"{run.name}: {store.runs_url(run.experiment_id)}")
-    return run.result()
 
 
-def start_run(cfg: DictConfig, c: config.Config, job: DictConfig) -> tracking.TrackedRun:
+def start_run(
+    cfg: DictConfig, c: config.Config, job: DictConfig, sweep: SweepHandoff | None
+) -> tracking.TrackedRun:
     """Create this job's run: nested under the sweep's parent when a sweep launched it, else on its own
     in the store of the directory the command was started in."""
-    sweep = SweepHandoff.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
     if sweep is not None:
         client, experiment_id = MlflowClient(sweep.tracking_uri), sweep.experiment_id
     else:
         client, experiment_id = store.open_experiment(store.store_uri(job.runtime.cwd), c.tracking.experiment)
-    overrides = list(job.overrides.task)
+    overrides = [o for o in job.overrides.task if not o.startswith(f"{resume.KEY}=")]
     run_tags = {
-        tags.OVERRIDES: " ".join(overrides),
+        tags.OVERRIDES: tags.join_overrides(overrides),
         tags.SWEEP_ID: sweep.parent_run_id if sweep else "",
         tags.JOB: str(job.job.get("num", 0)),
         tags.SEED: str(c.seed),
         tags.GIT_COMMIT: tracking.git_commit(),
+        tags.TRAIN_EPOCHS: str(c.train.epochs),
     }
     if sweep is not None:
         run_tags[tags.PARENT] = sweep.parent_run_id
-    params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-    return tracking.TrackedRun.create(client, experiment_id, run_name(overrides, c.seed), run_tags, params)
+    name = run_name(overrides, c.seed)
+    return tracking.TrackedRun.create(client, experiment_id, name, run_tags, tracking.run_params(cfg))
 
 
 def run_name(overrides: list[str], seed: int) -> str:
@@ -115,15 +165,16 @@ def run_name(overrides: list[str], seed: int) -> str:
 
 
 @contextlib.contextmanager
-def progress(name: str, epochs: int, live: bool) -> Iterator[Callable[[Metrics], None]]:
+def progress(name: str, epochs: int, done: int, live: bool) -> Iterator[Callable[[Metrics], None]]:
     """A display of each epoch's accuracies: a tqdm bar (on a terminal, one job at a time), else one
-    plain line per epoch (log files, CI and parallel jobs read better without carriage returns)."""
+    plain line per epoch (log files, CI and parallel jobs read better without carriage returns).
+    ``done``: the epochs trained before (a resumed run)."""
     if not live:
         yield lambda metrics: print(
             f"{name} | epoch {metrics[EPOCH]}/{epochs} {accuracies(metrics)}", flush=True
         )
         return
-    with tqdm(total=epochs, desc=name, unit="epoch", file=sys.stdout) as bar:
+    with tqdm(total=epochs, initial=done, desc=name, unit="epoch", file=sys.stdout) as bar:
 
         def show(metrics: Metrics) -> None:
             bar.set_postfix_str(accuracies(metrics), refresh=False)
@@ -144,4 +195,5 @@ def accuracies(metrics: Metrics) -> str:
 
 if __name__ == "__main__":
     with config.one_line_errors():
+        sys.argv[1:] = resume.command_line(sys.argv[1:])
         main()

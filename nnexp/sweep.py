@@ -23,9 +23,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from nnexp import report, store, tags, tracking
+from nnexp import report, resume, store, tags, tracking
+from nnexp.config import sweep_jobs
 
 HANDOFF = "nnexp_sweep.json"
+JOBS = "jobs.json"  # the parent run's artifact: every job's overrides, in job order
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,13 @@ class SweepHandoff:
 
 
 class SweepCallback(Callback):
-    """Opens the parent run before the jobs, closes it with the report after them.
+    """Opens the parent run before the jobs (or reopens it, for ``resume=<sweep id>``), closes it with
+    the report after them.
 
     Hydra turns a callback's exception into a warning; so a parent that cannot be created stops the
     sweep (SystemExit) rather than letting the jobs run untracked, and a report that fails still lets
-    the parent end.
+    the parent end. The sweep's last line says how many of its runs failed; if any did, the command
+    exits with status 1.
     """
 
     def __init__(self) -> None:
@@ -63,29 +67,62 @@ class SweepCallback(Callback):
         try:
             uri = store.store_uri()
             self.client, experiment_id = store.open_experiment(uri, config.tracking.experiment)
-            overrides = " ".join(config.hydra.overrides.task)
-            run_tags = {tags.SWEEP: "true", tags.OVERRIDES: overrides, tags.GIT_COMMIT: tracking.git_commit()}
-            name = f"sweep {overrides}".strip()
-            parent = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
-            self.sweep = SweepHandoff(uri, experiment_id, parent.info.run_id)
+            resumed = config.get(resume.KEY)
+            parent_id = self._reopen(config, resumed) if resumed else self._create(config, experiment_id)
+            self.sweep = SweepHandoff(uri, experiment_id, parent_id)
             atexit.register(self._end_if_open)
             self.sweep.save(Path(config.hydra.sweep.dir))
         except (MlflowException, OSError) as error:
             sys.exit(f"cannot start the sweep's MLflow run: {error}")
 
+    def _create(self, config: DictConfig, experiment_id: str) -> str:
+        """A new parent run, with what a resume needs: its overrides, launcher settings and job list."""
+        overrides = tags.join_overrides(config.hydra.overrides.task)
+        run_tags = {
+            tags.SWEEP: "true",
+            tags.OVERRIDES: overrides,
+            tags.HYDRA_OVERRIDES: tags.join_overrides(config.hydra.overrides.hydra),
+            tags.GIT_COMMIT: tracking.git_commit(),
+            **tracking.process_tags(),
+        }
+        parent = self.client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags=run_tags)
+        self.client.log_dict(parent.info.run_id, {"jobs": jobs_of(config)}, JOBS)
+        return parent.info.run_id
+
+    def _reopen(self, config: DictConfig, parent_id: str) -> str:
+        """The resumed sweep's parent, RUNNING again, once its job list is checked to be the same."""
+        recorded = self._recorded_jobs(parent_id)
+        if recorded is not None and recorded != jobs_of(config):
+            sys.exit(
+                f"sweep {parent_id}: its jobs are no longer the ones it started with (has conf/ changed?)"
+            )
+        self.client.update_run(parent_id, tracking.RUNNING)
+        for key, value in tracking.process_tags().items():
+            self.client.set_tag(parent_id, key, value)
+        return parent_id
+
+    def _recorded_jobs(self, parent_id: str) -> list[list[str]] | None:
+        if not any(artifact.path == JOBS for artifact in self.client.list_artifacts(parent_id)):
+            return None  # a sweep from before job lists were kept
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(Path(self.client.download_artifacts(parent_id, JOBS, tmp)).read_text())["jobs"]
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         parent = self.client.get_run(self.sweep.parent_run_id)
         children = report.sweep_children(self.client, parent)
         statuses = [self.client.get_run(run_id).info.status for run_id in children]
-        finished = bool(statuses) and all(status == tracking.FINISHED for status in statuses)
+        failed = sum(status != tracking.FINISHED for status in statuses)
         try:
             if children:
                 with tempfile.TemporaryDirectory() as tmp:
                     for path in report.write_report(self.client, children, tmp, parent.info.run_name):
                         self.client.log_artifact(parent.info.run_id, str(path))
         finally:
-            self._end(tracking.FINISHED if finished else tracking.FAILED)
-        print(f"sweep of {len(children)} runs: {store.runs_url(parent.info.experiment_id)}")
+            self._end(tracking.FINISHED if children and not failed else tracking.FAILED)
+        url = store.runs_url(parent.info.experiment_id)
+        print(f"sweep of {len(children)} runs, {failed} failed: {url}", flush=True)
+        if failed:
+            sys.exit(1)
 
     def _end_if_open(self) -> None:
         """The exit hook: the sweep stopped before ``on_multirun_end`` (a job raised, or Ctrl-C)."""
@@ -96,3 +133,8 @@ class SweepCallback(Callback):
     def _end(self, status: str) -> None:
         self.client.set_terminated(self.sweep.parent_run_id, status)
         self.sweep = None
+
+
+def jobs_of(config: DictConfig) -> list[list[str]]:
+    """The sweep's job list as it records it: every job's overrides, but ``resume``."""
+    return [[o for o in job if not o.startswith(f"{resume.KEY}=")] for job in sweep_jobs(config)]

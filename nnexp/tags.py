@@ -4,6 +4,9 @@ Every module that sets or reads one of these tags imports its name from here. (T
 metrics themselves belong to the engine: ``nnexp.engine.history``.)
 """
 
+import shlex
+from collections.abc import Sequence
+
 OVERRIDES = "nnexp.overrides"  # the command-line overrides that made the run what it is
 SWEEP = "nnexp.sweep"  # "true" on a sweep's parent run
 SWEEP_ID = "nnexp.sweep_id"  # on a job's run: its sweep's parent run id ("" for a run on its own)
@@ -11,7 +14,20 @@ JOB = "nnexp.job"  # the job's number in its sweep (0 for a run on its own)
 SEED = "nnexp.seed"
 GIT_COMMIT = "nnexp.git_commit"  # the commit of the code that ran, with "-dirty" for local changes
 FAILURE_REASON = "failure_reason"  # why a run ended FAILED or KILLED
+TRAIN_EPOCHS = "nnexp.train_epochs"  # the epochs the run trains to (a resume may raise train.epochs)
+HOST, PID = "nnexp.host", "nnexp.pid"  # the process writing the run: a resume must not write it too
+HYDRA_OVERRIDES = "nnexp.hydra_overrides"  # on a sweep's parent: its launcher settings, for a resume
 
 PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent by it
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's UI shows the classic runs table for ...
 CLASSIC_ML = "custom_model_development"  # ... experiments of this kind
+
+
+def join_overrides(overrides: Sequence[str]) -> str:
+    """The value of an ``OVERRIDES`` tag: readable, and quoted where an override holds a space."""
+    return shlex.join(overrides)
+
+
+def split_overrides(value: str) -> list[str]:
+    """The overrides an ``OVERRIDES`` tag holds."""
+    return shlex.split(value)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -21,18 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
 from nnexp import tags
 from nnexp.engine import DivergenceError, Network, summarize
-from nnexp.engine.history import EPOCH, OBJECTIVE, Metrics
+from nnexp.engine.history import CURVES, EPOCH, EPOCH_SECONDS, ETA, OBJECTIVE, Metrics
 from nnexp.plots import plot_learning_curves
 
 BATCH = 100  # MLflow's limit of params per log_batch call
 REASON_CHARS = 1000  # a failure_reason is an exception's message: keep it well inside MLflow's tag limit
-FINISHED, FAILED, KILLED = (
-    RunStatus.to_string(status) for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+FINISHED, FAILED, KILLED, RUNNING = (
+    RunStatus.to_string(status)
+    for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED, RunStatus.RUNNING)
 )
 WALL_SECONDS = "wall_seconds"
 
@@ -70,6 +73,28 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def run_params(cfg: DictConfig) -> dict[str, str]:
+    """The params a run logs: its whole resolved config, flattened, but ``resume`` (how it was started,
+    not what it is)."""
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params.pop("resume", None)
+    return params
+
+
+def stored_history(client: MlflowClient, run_id: str) -> list[Metrics]:
+    """The epochs a run logged, read back from the store: one ``Metrics`` per step."""
+    epochs: dict[int, Metrics] = {}
+    for curve in (*CURVES, EPOCH_SECONDS, ETA):
+        for metric in client.get_metric_history(run_id, curve):
+            epochs.setdefault(metric.step, {EPOCH: metric.step})[curve] = metric.value
+    return [epochs[epoch] for epoch in sorted(epochs)]
+
+
+def process_tags() -> dict[str, str]:
+    """Which process writes the run: what keeps a resume from writing it at the same time."""
+    return {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid())}
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a run gives back to whoever launched it: ``main``'s return value, which a sweeper reads.
@@ -81,6 +106,11 @@ class RunResult:
     run_id: str
     status: str
     history: Sequence[Metrics]
+
+    @classmethod
+    def of(cls, client: MlflowClient, run: Run) -> RunResult:
+        """The result of a run that ended before, read back from the store."""
+        return cls(run.info.run_id, run.info.status, tuple(stored_history(client, run.info.run_id)))
 
     @property
     def summary(self) -> Metrics:
@@ -94,15 +124,17 @@ class RunResult:
 class TrackedRun:
     """One MLflow run seen through its id: params, per-epoch metrics, summary, artifacts, end status.
 
-    It keeps the epochs it logged, so a run that stops early (divergence) still gets its summary.
+    It keeps the epochs of the run, so a run that stops early (divergence) still gets its summary.
     """
 
-    def __init__(self, client: MlflowClient, experiment_id: str, run_id: str, name: str):
+    def __init__(
+        self, client: MlflowClient, experiment_id: str, run_id: str, name: str, seconds: float = 0.0
+    ):
         self.client, self.experiment_id, self.run_id, self.name = client, experiment_id, run_id, name
-        self.history: list[dict[str, float]] = []
+        self.history: list[Metrics] = []
         self.failure: str | None = None  # the failure_reason, once the run has ended with one
         self.status: str | None = None  # once the run has ended
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() - seconds  # seconds: spent on the run before this process
 
     @classmethod
     def create(
@@ -110,14 +142,35 @@ class TrackedRun:
         client: MlflowClient,
         experiment_id: str,
         name: str,
-        tags: Mapping[str, str],
+        run_tags: Mapping[str, str],
         params: Mapping[str, str],
     ) -> TrackedRun:
-        run = client.create_run(experiment_id, run_name=name, tags=dict(tags))
+        run = client.create_run(experiment_id, run_name=name, tags={**run_tags, **process_tags()})
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), BATCH):
             client.log_batch(run.info.run_id, params=items[start : start + BATCH], synchronous=True)
         return cls(client, experiment_id, run.info.run_id, name)
+
+    @classmethod
+    def reopen(cls, client: MlflowClient, run: Run, history: Sequence[Metrics], epochs: int) -> TrackedRun:
+        """Take up an existing run in this process: RUNNING again, its failure reason gone, training to
+        ``epochs``, with the epochs of ``history`` (its checkpoint's) that its last process did not
+        get to log now logged. Its wall time goes on from the seconds those epochs took."""
+        run_id = run.info.run_id
+        client.update_run(run_id, RUNNING)
+        if tags.FAILURE_REASON in run.data.tags:
+            client.delete_tag(run_id, tags.FAILURE_REASON)
+        for key, value in {**process_tags(), tags.TRAIN_EPOCHS: str(epochs)}.items():
+            client.set_tag(run_id, key, value, synchronous=True)
+        logged = {metric.step for metric in client.get_metric_history(run_id, ETA)}
+        seconds = sum(metrics[EPOCH_SECONDS] for metrics in history)
+        tracked = cls(client, run.info.experiment_id, run_id, run.info.run_name, seconds)
+        for metrics in history:
+            if metrics[EPOCH] in logged:
+                tracked.history.append(dict(metrics))
+            else:
+                tracked.log_epoch(metrics)
+        return tracked
 
     def log_epoch(self, metrics: Mapping[str, float]) -> None:
         """All of one epoch's metrics at step=epoch, in one request."""
@@ -126,7 +179,10 @@ class TrackedRun:
         self._log_metrics(values, int(metrics[EPOCH]))
 
     def log_summary(self) -> None:
-        self._log_metrics({**summarize(self.history), WALL_SECONDS: time.perf_counter() - self.started}, 0)
+        """The summary of the whole run, at the step of its last epoch (a run trained further later
+        logs its new summary at a later step)."""
+        summary = {**summarize(self.history), WALL_SECONDS: time.perf_counter() - self.started}
+        self._log_metrics(summary, len(self.history))
 
     def log_outputs(self, net: Network, out_dir: Path, config_yaml: str, hydra_dir: Path | None) -> None:
         """The resolved config, Hydra's own record of the job, metrics.csv, the learning curves, the

@@ -177,3 +177,11 @@ def test_main_returns_the_objective_and_the_history(tmp_path, store, composer):
     assert result.objective == max(m["validation_accuracy"] for m in result.history)
     assert result.objective == logged.data.metrics["best_validation_accuracy"]
     assert result.objective != logged.data.metrics["best_test_accuracy"]
+
+
+def test_a_diverging_run_ends_failed_and_exits_non_zero(store, nnexp_run):
+    result = nnexp_run("data=digits", "activation=relu", "init=large", "train.eta=1000", "train.epochs=2")
+    assert result.returncode == 1
+    assert "FAILED, diverged: " in result.stderr
+    _, (run,) = all_runs(store)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"].startswith("diverged: ")

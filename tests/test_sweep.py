@@ -40,15 +40,14 @@ def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_run, launc
         assert [m.step for m in history] == [1, 2, 3]
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"learning_curves.png", "summary.csv", "summary.md"} <= report
-    assert (
-        f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
-        in result.stdout.splitlines()[-1]
-    )
+    last = f"sweep of 2 runs, 0 failed: http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs"
+    assert result.stdout.splitlines()[-1] == f"{last}?workflowType=machine_learning"
 
 
 def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_run):
     result = nnexp_run("-m", *SMOKE, *DIVERGES, "train.eta=1000,0.5")
-    assert result.returncode == 0, result.stderr  # divergence is a result: the sweep goes on
+    assert result.returncode == 1, result.stderr  # the sweep went on, then said it failed ...
+    assert result.stdout.splitlines()[-1].startswith("sweep of 2 runs, 1 failed: ")  # ... and how much
     client, parent, (diverged, trained) = sweep_runs(store)
     assert diverged.info.status == "FAILED"
     assert diverged.data.tags["failure_reason"].startswith("diverged: ")

@@ -1,8 +1,10 @@
 """SGD, monitoring, stopping rules and reproducibility, on the small offline digits set."""
 
+import numpy as np
 import pytest
 
-from nnexp.engine import DivergenceError, Network, data, sgd
+from nnexp.engine import DivergenceError, Network, checkpoint, data, sgd
+from nnexp.engine.training import TrainingState
 
 KEYS = [
     "epoch",
@@ -96,3 +98,56 @@ def test_real_mnist_one_epoch_reaches_90_percent():
     net = Network([784, 30, 10], cost="crossentropy", seed=0)
     history = sgd(net, mnist, epochs=1, batch_size=10, eta=0.5, monitor=("validation",))
     assert history[0]["validation_accuracy"] >= 0.90
+
+
+def without_seconds(history):
+    return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in history]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"regularizer": "dropout", "momentum": 0.5},
+        {"regularizer": "l2", "schedule": "halve", "early_stopping": 1, "eta": 3.0},
+    ],
+    ids=["dropout-momentum", "halving"],
+)
+def test_training_goes_on_from_a_checkpoint_bit_for_bit(digits, tmp_path, settings):
+    """Stop after epoch 3, save, load into a fresh process's objects, go on to 8: the very numbers of a
+    run that never stopped (the weights, the generator, the velocities, eta and the rule's counters)."""
+    settings = dict(settings)
+    eta = settings.pop("eta", 0.5)
+
+    def fresh():
+        return Network(
+            [digits.n_inputs, 20, 10], regularizer=settings["regularizer"], lmbda=1.0, p=0.3, seed=7
+        )
+
+    options = {k: v for k, v in settings.items() if k != "regularizer"}
+    whole_net = fresh()
+    whole = sgd(whole_net, digits, epochs=8, batch_size=10, eta=eta, **options)
+
+    first = TrainingState()
+    net = fresh()
+    sgd(net, digits, epochs=3, batch_size=10, eta=eta, state=first, **options)
+    checkpoint.save(tmp_path / "ckpt.npz", net, first)
+    net, state = checkpoint.load(tmp_path / "ckpt.npz")
+    resumed = sgd(net, digits, epochs=8, batch_size=10, eta=eta, state=state, **options)
+
+    assert without_seconds(resumed) == without_seconds(whole)
+    assert len({m["eta"] for m in whole}) > 1 or "schedule" not in settings  # the halving happened
+    for ours, theirs in zip(net.weights + net.biases, whole_net.weights + whole_net.biases, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_finished_state_trains_no_further(digits):
+    net = Network([digits.n_inputs, 10, 10], seed=0)
+    state = TrainingState()
+    sgd(net, digits, epochs=200, batch_size=10, eta=1e-6, early_stopping=1, state=state)
+    assert state.stopped and state.epoch < 200
+    weights = [w.copy() for w in net.weights]
+    assert (
+        sgd(net, digits, epochs=200, batch_size=10, eta=1e-6, early_stopping=1, state=state) == state.history
+    )
+    for before, after in zip(weights, net.weights, strict=True):
+        np.testing.assert_array_equal(before, after)

@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import operator
 import os
-import tempfile
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import platformdirs
 
 from nnexp.engine.components import dtype_of
+from nnexp.engine.files import write_atomically
 
 DATASETS = ("mnist", "digits")
 
@@ -218,14 +218,7 @@ def _download(name: str, md5: str, path: Path, mirrors: Sequence[str], timeout: 
         if _md5(payload) != md5:
             failures.append(f"{url}: md5 mismatch")
             continue
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomically(path, payload)
         return
     raise DataError(
         f"could not download {name} into {path.parent} (offline? set NNEXP_DATA_DIR to a "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,6 +66,27 @@ class StoppingRule:
         return eta / 2, False
 
 
+@dataclass
+class TrainingState:
+    """Where training stands between two epochs. With the network (its weights and random generator)
+    it is everything ``sgd`` needs to go on exactly as if it had never stopped: pass the same object
+    to ``sgd`` again, or save both with ``checkpoint.save`` and train on from ``checkpoint.load``.
+
+    A fresh state is empty: ``sgd`` fills in eta and the stopping rule from its arguments.
+    """
+
+    epoch: int = 0  # epochs completed
+    eta: float | None = None  # the learning rate of the next epoch (the halving schedule lowers it)
+    rule: StoppingRule | None = None
+    velocities: list[Array] | None = None  # momentum's, one per weight matrix then per bias vector
+    history: list[Metrics] = field(default_factory=list)  # every completed epoch's metrics
+    stopped: bool = False  # the stopping rule ended training
+
+    def done(self, epochs: int) -> bool:
+        """Whether training to ``epochs`` epochs has nothing left to do."""
+        return self.stopped or self.epoch >= epochs
+
+
 def sgd(
     net: Network,
     data: Dataset,
@@ -77,6 +98,7 @@ def sgd(
     early_stopping: int | None = None,
     on_epoch: Callable[[Metrics], None] | None = None,
     monitor: Sequence[str] = SPLITS,
+    state: TrainingState | None = None,
 ) -> list[Metrics]:
     """Train ``net`` on ``data.train`` by mini-batch stochastic gradient descent; return the list of
     each epoch's metrics (the history).
@@ -89,33 +111,38 @@ def sgd(
       training, with ``halve`` it halves eta (n defaults to 10 there).
     - ``on_epoch``: called with each epoch's metrics as soon as the epoch is done.
     - ``monitor``: the splits whose cost and accuracy each epoch reports.
+    - ``state``: a ``TrainingState`` to continue from (``epochs`` is then the total to reach) and to
+      keep up to date after every epoch, before ``on_epoch`` is called: what a checkpoint saves.
 
     Raises ``DivergenceError`` when a cost becomes NaN or infinite.
     """
-    rule = StoppingRule.of(schedule, early_stopping)
-    if rule.patience and "validation" not in monitor:
+    state = TrainingState() if state is None else state
+    state.eta = eta if state.eta is None else state.eta
+    state.rule = StoppingRule.of(schedule, early_stopping) if state.rule is None else state.rule
+    if state.rule.patience and "validation" not in monitor:
         raise ValueError("early stopping and the halving schedule watch validation accuracy: monitor it")
+    if momentum and state.velocities is None:
+        state.velocities = [np.zeros_like(p) for p in net.weights + net.biases]
     X, n = data.train.X, data.train.X.shape[0]
     Y = one_hot(data.train.y, net.sizes[-1], net.dtype)
-    velocities = [np.zeros_like(p) for p in net.weights + net.biases] if momentum else None
-    history = []
-    for epoch in range(1, epochs + 1):
+    while not state.done(epochs):
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, by the costs
             for batch in mini_batches(net.rng, n, batch_size):
-                update(net, X[batch], Y[batch], eta, n, momentum, velocities)
-            metrics = {EPOCH: epoch, **evaluate(net, data, monitor, n)}
+                update(net, X[batch], Y[batch], state.eta, n, momentum, state.velocities)
+            metrics = {EPOCH: state.epoch + 1, **evaluate(net, data, monitor, n)}
         metrics[EPOCH_SECONDS] = time.perf_counter() - started
-        metrics[ETA] = eta
+        metrics[ETA] = state.eta
         if not all(np.isfinite(metrics[k]) for k in costs(metrics)):
-            raise DivergenceError(epoch, metrics)
-        history.append(metrics)
+            raise DivergenceError(state.epoch + 1, metrics)
+        state.epoch += 1
+        state.history.append(metrics)
+        state.eta, state.stopped = state.rule.after_epoch(
+            metrics.get(key("validation", "accuracy"), 0.0), state.eta
+        )
         if on_epoch is not None:
             on_epoch(metrics)
-        eta, stop = rule.after_epoch(metrics.get(key("validation", "accuracy"), 0.0), eta)
-        if stop:
-            break
-    return history
+    return state.history
 
 
 def costs(metrics: Metrics) -> list[str]:
