@@ -32,9 +32,11 @@ ui: install
 report: install
 	$(PY) -m nnexp.report $(ARGS)
 
-# Every book experiment as a sweep (seeds and settings side by side on two cores), then RESULTS.md.
+# Every book experiment as a sweep (seeds and settings side by side on two cores), the chapter-3
+# search (one trial at a time: reproducible), then RESULTS.md.
 reproduce: install
 	for e in $(EXPERIMENTS); do $(PY) -m nnexp.run -m $(PARALLEL) experiment=$$e || exit 1; done
+	$(PY) -m nnexp.run -m search=ch3_eta_lmbda
 	$(PY) -m nnexp.results
 
 test: install
@@ -50,12 +52,12 @@ bench-harness: install
 	$(PY) benchmarks/bench_harness.py
 
 lint: install
-	$(VENV)/bin/ruff check nnexp tests benchmarks
-	$(VENV)/bin/ruff format --check nnexp tests benchmarks
+	$(VENV)/bin/ruff check nnexp hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff format --check nnexp hydra_plugins tests benchmarks
 
 format: install
-	$(VENV)/bin/ruff format nnexp tests benchmarks
-	$(VENV)/bin/ruff check --fix nnexp tests benchmarks
+	$(VENV)/bin/ruff format nnexp hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff check --fix nnexp hydra_plugins tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun reports mlflow.db mlartifacts

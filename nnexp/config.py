@@ -92,6 +92,7 @@ class Config:
     seed: int = MISSING
     dtype: str = MISSING
     resume: str | None = MISSING  # a run (or sweep) id to take up: see nnexp/resume.py
+    trial: int | None = MISSING  # the Optuna trial a search's job is: see nnexp/search.py
 
 
 def register() -> None:
@@ -210,15 +211,23 @@ class ValidateCallback(Callback):
             sys.exit(str(error))
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
-        try:
-            jobs = sweep_jobs(config)
-        except HydraException as error:  # malformed sweep grammar
-            sys.exit(describe(error))
-        for overrides in jobs:
+        def check(overrides: list[str]) -> None:
             try:
                 validate(compose(config_name=config_name, overrides=overrides))
             except HydraException as error:
                 sys.exit(f"{describe(error)} (in the job {' '.join(overrides)})")
+
+        try:
+            jobs = sweep_jobs(config)
+            if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+                from nnexp import search  # only a search needs Optuna
+
+                if search.is_search(config):
+                    search.check(config, check)
+        except HydraException as error:  # malformed sweep grammar, or a search that cannot run
+            sys.exit(describe(error))
+        for overrides in jobs:
+            check(overrides)
 
 
 @contextlib.contextmanager

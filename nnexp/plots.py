@@ -94,3 +94,37 @@ def _colors(n: int) -> list:
 
 def _legend_rows(n: int) -> int:
     return 0 if n <= 1 else -(-n // 3)
+
+
+def plot_trials(
+    curves: Mapping[int, tuple[str, Mapping[int, float]]], best: int | None, path, title: str
+) -> Path:
+    """A search's trials, as their jobs reported them to the pruner: validation accuracy per epoch, one
+    line per trial. Pruned trials are grey and end in a cross where they were stopped; the best
+    complete trial is drawn thick."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for number, (state, values) in sorted(curves.items()):
+        if not values:
+            continue
+        epochs, accuracies = zip(*sorted(values.items()), strict=True)
+        percent = 100 * np.asarray(accuracies)
+        if state == "PRUNED":
+            ax.plot(epochs, percent, color="0.6", linewidth=1)
+            ax.plot(epochs[-1], percent[-1], marker="x", color="0.4", markersize=6)
+        else:
+            thick = number == best
+            ax.plot(
+                epochs,
+                percent,
+                linewidth=2.5 if thick else 1.2,
+                label=f"trial {number} (best)" if thick else None,
+            )
+    ax.set(xlabel="Epoch", ylabel="Validation accuracy (%)", title=f"{title}: trials (grey x: pruned)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    if best is not None:
+        ax.legend(loc="lower right", frameon=False)
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    return path

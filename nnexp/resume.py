@@ -4,7 +4,8 @@ A run is given back its own configuration (the overrides it recorded, composed a
 against the params it logged) and continues in the same MLflow run from its last checkpoint; a sweep
 is launched again with its own overrides and launcher settings, and each of its jobs then finds its
 run by job number: finished runs are left alone, unfinished ones continue from their checkpoints,
-jobs that never started run. Nothing is needed but the run id and the store.
+jobs that never started run. Nothing is needed but the run id and the store. A search's study
+continues by running its command again (``nnexp.search``); its run id does the same.
 
 ``resume=<id> train.epochs=N`` with N larger than the run's target trains further, in the same run,
 finished or not (unless the stopping rule ended it). MLflow params cannot change value, so the param
@@ -66,20 +67,24 @@ def command_line(argv: Sequence[str]) -> list[str]:
     client = store.connect(store.store_uri())
     run = get_run(client, run_id)
     if run.data.tags.get(tags.SWEEP) == "true":
+        if any(not arg.startswith("hydra") for arg in given):
+            raise ConfigError(
+                f"a sweep is resumed as it ran: only hydra settings may be given, not {' '.join(given)}"
+            )
+        command = ["-m", *recorded(run, tags.HYDRA_OVERRIDES), *recorded(run, tags.OVERRIDES), *given]
+        if tags.SEARCH in run.data.tags:  # a study continues when its command runs again
+            more = any(arg.startswith("hydra.sweeper.n_trials=") for arg in given)
+            refuse_unless_resumable(client, run, further=more, hint="a larger hydra.sweeper.n_trials")
+            return command
         refuse_unless_resumable(client, run, further=False)
-        return [
-            "-m",
-            *recorded(run, tags.HYDRA_OVERRIDES),
-            *recorded(run, tags.OVERRIDES),
-            *given,
-            f"{KEY}={run_id}",
-        ]
+        return [*command, f"{KEY}={run_id}"]
     epochs = [int(arg.split("=", 1)[1]) for arg in given if arg.startswith("train.epochs=")]
     if epochs and epochs[-1] < target_epochs(run):
         raise ConfigError(
             f"train.epochs={epochs[-1]} is below the {target_epochs(run)} epochs run {run_id} trains to"
         )
-    refuse_unless_resumable(client, run, further=bool(epochs) and epochs[-1] > target_epochs(run))
+    further = bool(epochs) and epochs[-1] > target_epochs(run)
+    refuse_unless_resumable(client, run, further, hint="a larger train.epochs")
     if not checkpoints.exists(client, run_id):
         raise ConfigError(f"run {run_id} has no checkpoint to resume from (it began before nnexp kept them)")
     return [*recorded(run, tags.OVERRIDES), *given, f"{KEY}={run_id}"]
@@ -102,14 +107,14 @@ def target_epochs(run: Run) -> int:
     return int(run.data.tags.get(tags.TRAIN_EPOCHS) or run.data.params["train.epochs"])
 
 
-def refuse_unless_resumable(client: MlflowClient, run: Run, further: bool) -> None:
-    """Raise ``ConfigError`` unless the run is one to take up: not finished (or to be trained further),
-    and not live in another process."""
+def refuse_unless_resumable(client: MlflowClient, run: Run, further: bool, hint: str | None = None) -> None:
+    """Raise ``ConfigError`` unless the run is one to take up: not finished (or to go further, which
+    ``hint`` says how to ask for), and not live in another process."""
     run_id, status = run.info.run_id, run.info.status
     if status == FINISHED and not further:
         what = "sweep" if run.data.tags.get(tags.SWEEP) == "true" else "run"
-        hint = "" if what == "sweep" else " (give a larger train.epochs to train it further)"
-        raise ConfigError(f"{what} {run_id} already FINISHED: nothing to resume{hint}")
+        more = f" (give {hint} to go further)" if hint else ""
+        raise ConfigError(f"{what} {run_id} already FINISHED: nothing to resume{more}")
     if status == RUNNING and is_live(client, run):
         host, pid = run.data.tags.get(tags.HOST), run.data.tags.get(tags.PID)
         raise ConfigError(

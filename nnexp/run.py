@@ -14,6 +14,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,6 +29,9 @@ from nnexp.engine import DataError, Dataset, Network, load, sgd
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, SPLITS, Metrics, key
 from nnexp.engine.training import TrainingState
 from nnexp.sweep import SweepHandoff
+
+if TYPE_CHECKING:
+    from nnexp.search import TrialReporter
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: found however this module is started
 
@@ -49,6 +53,7 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     if taken_up is not None and taken_up.skip:
         print(f"{taken_up.run.info.run_name}: FINISHED before, left alone")
         return tracking.RunResult.of(taken_up.client, taken_up.run)
+    reporter = trial_reporter(c, job, sweep)
     try:
         dataset = load(c.data.name, train_size=c.data.train_size, expand=c.data.expand, dtype=c.dtype)
     except DataError as error:  # missing or corrupt files: one line, and no run created
@@ -67,13 +72,37 @@ def main(cfg: DictConfig) -> tracking.RunResult:
         # over them. Left set for the worker's life: it only runs this sweep's jobs. (Set and restored
         # around each job instead, the second wave of jobs ran twice as slow.)
         threadpool_limits(limits=1)
-    train(cfg, c, job, run, net, state, dataset, live=sys.stdout.isatty() and not side_by_side)
+    output_dir = Path(job.runtime.output_dir)
+    pruned = False  # stays so when training diverges: ending() swallows that, the run ends FAILED
+    with tracking.ending(run):
+        pruned = train(
+            c.train, run, net, state, dataset, reporter, live=sys.stdout.isatty() and not side_by_side
+        )
+        run.log_summary()
+        run.log_outputs(net, output_dir, OmegaConf.to_yaml(cfg, resolve=True), output_dir / job.output_subdir)
     if run.failure is not None:
         print(f"{run.name}: FAILED, {run.failure}", file=sys.stderr)
     print(f"{run.name}: {store.runs_url(run.experiment_id)}")
     if run.status != tracking.FINISHED and job.mode == RunMode.RUN:
         sys.exit(1)
-    return run.result()
+    return run.result(pruned)
+
+
+class Pruned(Exception):
+    """Stops training when a search's pruner says so: the run ends FINISHED with the epochs it trained."""
+
+
+def trial_reporter(c: config.Config, job: DictConfig, sweep: SweepHandoff | None) -> TrialReporter | None:
+    """The job's side of its search trial (``nnexp.search.TrialReporter``), or None outside a search."""
+    if c.trial is None:
+        return None
+    if sweep is None or sweep.study_name is None:
+        raise config.ConfigError(f"trial={c.trial}: only a search (-m search=...) sets trial")
+    from nnexp.search import StudyPlace, TrialReporter  # Optuna is for searches
+
+    return TrialReporter(
+        StudyPlace(sweep.study_name, sweep.study_storage), job.sweeper.get("pruner"), c.trial
+    )
 
 
 def build_network(c: config.Config, n_inputs: int, n_classes: int) -> Network:
@@ -91,47 +120,48 @@ def build_network(c: config.Config, n_inputs: int, n_classes: int) -> Network:
 
 
 def train(
-    cfg: DictConfig,
-    c: config.Config,
-    job: DictConfig,
+    settings: config.TrainConfig,
     run: tracking.TrackedRun,
     net: Network,
     state: TrainingState,
     dataset: Dataset,
+    reporter: TrialReporter | None,
     live: bool,
-) -> None:
-    """Train to ``train.epochs`` from ``state``, checkpointing and logging every epoch, then log the
-    summary and the outputs; the run ends FINISHED, FAILED or KILLED however this ends.
+) -> bool:
+    """Train to ``train.epochs`` from ``state``, checkpointing and logging every epoch (and reporting
+    it to the search's trial, if any); whether the search pruned the run.
 
     Each epoch is checkpointed before its metrics are logged: after a crash the store never holds
     an epoch that the checkpoint lacks, so a resume logs every epoch exactly once.
     """
     checkpointer = checkpoints.Checkpointer(run.client, run.run_id)
-    output_dir = Path(job.runtime.output_dir)
-    with tracking.ending(run), contextlib.closing(checkpointer):
+    with contextlib.closing(checkpointer), progress(run.name, settings.epochs, state.epoch, live) as show:
         if not state.history:
             checkpointer.save(net, state)  # epoch 0: a run killed in its first epoch starts over in place
-        with progress(run.name, c.train.epochs, state.epoch, live) as show:
 
-            def on_epoch(metrics: Metrics) -> None:
-                checkpointer.save(net, state)
-                run.log_epoch(metrics)
-                show(metrics)
+        def on_epoch(metrics: Metrics) -> None:
+            checkpointer.save(net, state)
+            run.log_epoch(metrics)
+            show(metrics)
+            if reporter is not None and reporter.should_prune(metrics):
+                raise Pruned
 
+        try:
             sgd(
                 net,
                 dataset,
-                c.train.epochs,
-                c.train.batch_size,
-                c.train.eta,
-                momentum=c.train.momentum,
-                schedule=c.train.schedule,
-                early_stopping=c.train.early_stopping,
+                settings.epochs,
+                settings.batch_size,
+                settings.eta,
+                momentum=settings.momentum,
+                schedule=settings.schedule,
+                early_stopping=settings.early_stopping,
                 on_epoch=on_epoch,
                 state=state,
             )
-        run.log_summary()
-        run.log_outputs(net, output_dir, OmegaConf.to_yaml(cfg, resolve=True), output_dir / job.output_subdir)
+        except Pruned:
+            return True
+    return False
 
 
 def start_run(
@@ -152,6 +182,8 @@ def start_run(
         tags.GIT_COMMIT: tracking.git_commit(),
         tags.TRAIN_EPOCHS: str(c.train.epochs),
     }
+    if c.trial is not None:
+        run_tags[tags.TRIAL] = str(c.trial)
     if sweep is not None:
         run_tags[tags.PARENT] = sweep.parent_run_id
     name = run_name(overrides, c.seed)

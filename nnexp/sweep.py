@@ -14,17 +14,20 @@ import atexit
 import json
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from nnexp import report, resume, store, tags, tracking
 from nnexp.config import sweep_jobs
+from nnexp.engine.history import OBJECTIVE
 
 HANDOFF = "nnexp_sweep.json"
 JOBS = "jobs.json"  # the parent run's artifact: every job's overrides, in job order
@@ -32,11 +35,17 @@ JOBS = "jobs.json"  # the parent run's artifact: every job's overrides, in job o
 
 @dataclass(frozen=True)
 class SweepHandoff:
-    """What a job needs to log into its sweep: where the store is and which run is its parent."""
+    """What a job needs to log into its sweep: where the store is and which run is its parent; for a
+    search, where its study is."""
 
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    study_name: str | None = None
+    study_storage: str | None = None
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
 
     def save(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -64,30 +73,44 @@ class SweepCallback(Callback):
         self.sweep: SweepHandoff | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from nnexp import search  # here, not above: a search's modules are for searches
+
         try:
             uri = store.store_uri()
             self.client, experiment_id = store.open_experiment(uri, config.tracking.experiment)
-            resumed = config.get(resume.KEY)
-            parent_id = self._reopen(config, resumed) if resumed else self._create(config, experiment_id)
-            self.sweep = SweepHandoff(uri, experiment_id, parent_id)
+            study = search.study_of(config)
+            if study is not None:
+                parent_id = self._study_parent(config, experiment_id, study.name)
+            elif config.get(resume.KEY):
+                parent_id = self._reopen(config, config.get(resume.KEY))
+            else:
+                parent_id = self._create(config, experiment_id, {tags.SWEEP: "true"}).info.run_id
+                self.client.log_dict(parent_id, {"jobs": jobs_of(config)}, JOBS)
+            where = (study.name, study.storage) if study is not None else ()
+            self.sweep = SweepHandoff(uri, experiment_id, parent_id, *where)
             atexit.register(self._end_if_open)
             self.sweep.save(Path(config.hydra.sweep.dir))
         except (MlflowException, OSError) as error:
             sys.exit(f"cannot start the sweep's MLflow run: {error}")
 
-    def _create(self, config: DictConfig, experiment_id: str) -> str:
-        """A new parent run, with what a resume needs: its overrides, launcher settings and job list."""
+    def _create(self, config: DictConfig, experiment_id: str, kind: dict[str, str]) -> Run:
+        """A new parent run, with what a resume needs: its overrides and launcher settings."""
         overrides = tags.join_overrides(config.hydra.overrides.task)
         run_tags = {
-            tags.SWEEP: "true",
+            **kind,
             tags.OVERRIDES: overrides,
             tags.HYDRA_OVERRIDES: tags.join_overrides(config.hydra.overrides.hydra),
             tags.GIT_COMMIT: tracking.git_commit(),
             **tracking.process_tags(),
         }
-        parent = self.client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags=run_tags)
-        self.client.log_dict(parent.info.run_id, {"jobs": jobs_of(config)}, JOBS)
-        return parent.info.run_id
+        return self.client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags=run_tags)
+
+    def _study_parent(self, config: DictConfig, experiment_id: str, study: str) -> str:
+        """The search's parent run: one per study, continued (RUNNING again) when the study continues."""
+        found = self.client.search_runs([experiment_id], f"tags.`{tags.SEARCH}` = '{study}'")
+        if not found:
+            return self._create(config, experiment_id, {tags.SWEEP: "true", tags.SEARCH: study}).info.run_id
+        return self._take_up(found[0].info.run_id)
 
     def _reopen(self, config: DictConfig, parent_id: str) -> str:
         """The resumed sweep's parent, RUNNING again, once its job list is checked to be the same."""
@@ -96,6 +119,9 @@ class SweepCallback(Callback):
             sys.exit(
                 f"sweep {parent_id}: its jobs are no longer the ones it started with (has conf/ changed?)"
             )
+        return self._take_up(parent_id)
+
+    def _take_up(self, parent_id: str) -> str:
         self.client.update_run(parent_id, tracking.RUNNING)
         for key, value in tracking.process_tags().items():
             self.client.set_tag(parent_id, key, value)
@@ -109,19 +135,19 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         parent = self.client.get_run(self.sweep.parent_run_id)
-        children = report.sweep_children(self.client, parent)
-        statuses = [self.client.get_run(run_id).info.status for run_id in children]
-        failed = sum(status != tracking.FINISHED for status in statuses)
+        children = [self.client.get_run(run_id) for run_id in report.sweep_children(self.client, parent)]
+        study = parent.data.tags.get(tags.SEARCH)
+        outcome = study_outcome(study, parent, children) if study else sweep_outcome(children)
         try:
             if children:
+                run_ids = [child.info.run_id for child in children]
                 with tempfile.TemporaryDirectory() as tmp:
-                    for path in report.write_report(self.client, children, tmp, parent.info.run_name):
+                    for path in report.write_report(self.client, run_ids, tmp, parent.info.run_name):
                         self.client.log_artifact(parent.info.run_id, str(path))
         finally:
-            self._end(tracking.FINISHED if children and not failed else tracking.FAILED)
-        url = store.runs_url(parent.info.experiment_id)
-        print(f"sweep of {len(children)} runs, {failed} failed: {url}", flush=True)
-        if failed:
+            self._end(tracking.FINISHED if outcome.ok else tracking.FAILED)
+        print(f"{outcome.line}: {store.runs_url(parent.info.experiment_id)}", flush=True)
+        if not outcome.ok:
             sys.exit(1)
 
     def _end_if_open(self) -> None:
@@ -138,3 +164,34 @@ class SweepCallback(Callback):
 def jobs_of(config: DictConfig) -> list[list[str]]:
     """The sweep's job list as it records it: every job's overrides, but ``resume``."""
     return [[o for o in job if not o.startswith(f"{resume.KEY}=")] for job in sweep_jobs(config)]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a sweep ended: whether its parent ends FINISHED (and the command exits 0), and its last line."""
+
+    ok: bool
+    line: str
+
+
+def sweep_outcome(children: list[Run]) -> Outcome:
+    """A sweep succeeds when every one of its runs FINISHED."""
+    failed = sum(child.info.status != tracking.FINISHED for child in children)
+    return Outcome(bool(children) and not failed, f"sweep of {len(children)} runs, {failed} failed")
+
+
+def study_outcome(study: str, parent: Run, children: list[Run]) -> Outcome:
+    """A search succeeds when at least one trial completed: failed trials (a diverging eta, say) are
+    part of searching."""
+    line = f"study {study!r}: {len(children)} trials ({trial_counts(children)})"
+    best = parent.data.metrics.get(OBJECTIVE)
+    if best is not None:
+        line += f", best validation accuracy {best:.2%} (trial {int(parent.data.metrics['best_trial'])})"
+    return Outcome(any(child.data.tags.get(tags.TRIAL_STATE) == "COMPLETE" for child in children), line)
+
+
+def trial_counts(trials: list[Run]) -> str:
+    """ "12 complete, 3 pruned, 1 failed": how a study's trials ended, by their runs' tags."""
+    states = Counter(trial.data.tags.get(tags.TRIAL_STATE, "FAIL") for trial in trials)
+    named = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+    return ", ".join(f"{states[state]} {name}" for state, name in named.items())

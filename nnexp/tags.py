@@ -17,6 +17,10 @@ FAILURE_REASON = "failure_reason"  # why a run ended FAILED or KILLED
 TRAIN_EPOCHS = "nnexp.train_epochs"  # the epochs the run trains to (a resume may raise train.epochs)
 HOST, PID = "nnexp.host", "nnexp.pid"  # the process writing the run: a resume must not write it too
 HYDRA_OVERRIDES = "nnexp.hydra_overrides"  # on a sweep's parent: its launcher settings, for a resume
+SEARCH = "nnexp.search"  # on a search's parent run: the study's name
+TRIAL = "nnexp.trial"  # on a search's run: its trial number
+TRIAL_STATE = "nnexp.trial_state"  # ... and how the study was told it ended: COMPLETE, PRUNED or FAIL
+BEST_PARAM = "nnexp.best."  # on a search's parent run, before a parameter's key: its best value
 
 PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent by it
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's UI shows the classic runs table for ...

@@ -74,10 +74,11 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """The params a run logs: its whole resolved config, flattened, but ``resume`` (how it was started,
-    not what it is)."""
+    """The params a run logs: its whole resolved config, flattened, but how it was started (``resume``,
+    a search's ``trial``: the tags record those), which is not what it is."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    params.pop("resume", None)
+    for launch in ("resume", "trial"):
+        params.pop(launch, None)
     return params
 
 
@@ -106,6 +107,7 @@ class RunResult:
     run_id: str
     status: str
     history: Sequence[Metrics]
+    pruned: bool = False  # a search's pruner stopped the run before train.epochs
 
     @classmethod
     def of(cls, client: MlflowClient, run: Run) -> RunResult:
@@ -225,8 +227,8 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, status)
         self.status = status
 
-    def result(self) -> RunResult:
-        return RunResult(self.run_id, self.status, tuple(self.history))
+    def result(self, pruned: bool = False) -> RunResult:
+        return RunResult(self.run_id, self.status, tuple(self.history), pruned)
 
     def _log_metrics(self, values: Mapping[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)

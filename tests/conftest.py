@@ -3,6 +3,7 @@
 no MLflow telemetry."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,11 @@ def nnexp_run(tmp_path):
         )
 
     return run
+
+
+@pytest.fixture
+def interruptible():
+    """A ``preexec_fn`` for a child that a test interrupts with SIGINT: a shell starts background jobs
+    with SIGINT ignored, and Python keeps an ignored SIGINT ignored, so a suite run in the background
+    (as CI may) would otherwise send its Ctrl-C into the void."""
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)

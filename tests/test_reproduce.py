@@ -36,6 +36,13 @@ def reproduced(tmp_path_factory):
             text=True,
         )
         assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "nnexp.run", "-m", f"search={results.SEARCH}"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
     readme = where / "README.md"
     readme.write_text(f"{results.README_START}\n{results.README_END}\n")
     done = subprocess.run(
@@ -48,11 +55,12 @@ def reproduced(tmp_path_factory):
     assert done.returncode == 0, done.stderr
     client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
     names = {row.experiment for row in results.ROWS}
-    return where, {name: results.load_sweep(client, name, where / "figures") for name in names}
+    sweeps = {name: results.load_sweep(client, name, where / "figures") for name in names}
+    return where, sweeps, results.load_study(client, results.SEARCH, where / "figures")
 
 
 def test_results_md_has_every_row(reproduced):
-    where, _ = reproduced
+    where, _, _ = reproduced
     text = (where / "experiments" / "RESULTS.md").read_text()
     for row in results.ROWS:
         assert f"| {row.number} | {row.setting}" in text
@@ -65,14 +73,24 @@ def test_results_md_has_every_row(reproduced):
 def test_row_is_within_tolerance_of_the_book(reproduced, row):
     if row.number in KNOWN_MISSES:
         pytest.xfail(KNOWN_MISSES[row.number])
-    _, sweeps = reproduced
+    _, sweeps, _ = reproduced
     _, peak, _ = results.measured(row, sweeps[row.experiment])
     assert abs(peak - row.book) <= results.TOLERANCE
 
 
 def test_rows_3_and_4_stay_near_chance_at_extreme_learning_rates(reproduced):
-    _, sweeps = reproduced
+    _, sweeps, _ = reproduced
     for row in results.ROWS:
         if row.where and row.where["train.eta"] == "100.0":
             _, peak, _ = results.measured(row, sweeps[row.experiment])
             assert peak < 15.0
+
+
+def test_the_search_beats_the_target_with_pruning(reproduced):
+    """search=ch3_eta_lmbda, 20 trials of 30 epochs on MNIST: best validation accuracy >= 96.3%, while
+    pruning keeps the epochs trained to <= 65% of 20 x 30."""
+    where, _, study = reproduced
+    assert len(study.trials) == 20
+    assert study.parent.data.metrics["best_validation_accuracy"] >= 0.963
+    assert sum(trial.data.metrics["epochs_run"] for trial in study.trials) <= 0.65 * 20 * 30
+    assert "| nnexp's search, trial " in (where / "experiments" / "RESULTS.md").read_text()

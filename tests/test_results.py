@@ -1,5 +1,6 @@
 """RESULTS.md's machinery on a real (tiny) sweep; the full reproduction is marked slow."""
 
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,35 @@ def test_missing_store_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert results.main([]) == 2
     assert capsys.readouterr().err.startswith("nnexp.results: error: no MLflow store at")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_search_is_set_beside_the_books_hand_tuning(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nnexp.run",
+            "-m",
+            "search=ch3_eta_lmbda",
+            "data=digits",
+            "train.epochs=3",
+            "hydra.sweeper.n_trials=3",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert done.returncode == 0, done.stderr
+    client = store.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    study = results.load_study(client, results.SEARCH, tmp_path / "figures")
+    header, rule, book, ours = results.search_table(study)
+    assert book.startswith("| the book, by hand (row 11) | 0.5 | 5.0 |") and "96.49%" in book
+    best = int(study.parent.data.metrics["best_trial"])
+    assert ours.startswith(f"| nnexp's search, trial {best} |") and ours.count("|") == header.count("|")
+    assert f"{100 * study.parent.data.metrics['best_validation_accuracy']:.2f}%" in ours
+    assert "| 3 (" in ours and " of 9 (" in ours  # 3 trials of up to 3 epochs
+    assert sorted(p.name for p in (tmp_path / "figures" / results.SEARCH).iterdir()) == sorted(
+        results.SEARCH_FIGURES
+    )

@@ -140,7 +140,10 @@ def test_a_run_is_trained_further_in_the_same_run(store, nnexp_run):
 
 REFUSALS = [
     (["resume=0123456789abcdef0123456789abcdef"], "unknown run id '0123456789abcdef0123456789abcdef' in"),
-    (["resume={finished}"], "run {finished} already FINISHED: nothing to resume (give a larger train.epochs"),
+    (
+        ["resume={finished}"],
+        "run {finished} already FINISHED: nothing to resume (give a larger train.epochs to go further)",
+    ),
     (
         ["resume={finished}", "train.epochs=1"],
         "train.epochs=1 is below the 2 epochs run {finished} trains to",

@@ -137,13 +137,14 @@ def test_same_config_and_seed_give_identical_histories(store, nnexp_run):
 
 
 @pytest.mark.mnist
-def test_ctrl_c_ends_the_run_killed(tmp_path, store):
+def test_ctrl_c_ends_the_run_killed(tmp_path, store, interruptible):
     process = subprocess.Popen(
         [sys.executable, "-m", "nnexp.run", "train.epochs=30"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     assert "epoch 1/30" in process.stdout.readline()
     process.send_signal(signal.SIGINT)

@@ -67,7 +67,7 @@ def test_a_crashing_job_still_ends_the_parent(tmp_path, store, nnexp_run):
 
 
 @pytest.mark.mnist
-def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store):
+def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store, interruptible):
     process = subprocess.Popen(
         [sys.executable, "-m", "nnexp.run", "-m", "seed=0,1"],
         cwd=tmp_path,
@@ -75,6 +75,7 @@ def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     next(line for line in process.stdout if "epoch 1/30" in line)  # Hydra's log lines come first
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: to the whole process group
