@@ -102,6 +102,31 @@ def test_initializers_scale_the_weights():
     assert abs(scaled.biases[0].std() - 1.0) < 0.3
 
 
+@pytest.mark.parametrize("dtype", components.DTYPES)
+def test_sigmoid_is_exact_and_quiet_over_the_whole_range(dtype):
+    """The relative error of a correctly rounded value wherever sigma(z) is a normal number, e.g. at
+    z = -17 and below -18, where (1 + tanh(z/2)) / 2 is 44% off and then exactly 0 in float32."""
+    z = np.concatenate([np.linspace(-700, 700, 100_001), [-17.0, -18.0, -20.0, -80.0]]).astype(dtype)
+    with np.errstate(all="raise"):
+        a = components.Sigmoid.fn(z)
+    exact = 1.0 / (1.0 + np.exp(-z.astype(np.longdouble)))
+    normal = exact >= np.finfo(dtype).tiny
+    np.testing.assert_allclose(a[normal], exact[normal], rtol=2 * np.finfo(dtype).eps)
+    assert np.all(a[~normal] <= np.finfo(dtype).tiny)
+
+
+def test_dropout_masks_drawn_in_chunks_are_the_rows_of_one_draw():
+    """Training draws an epoch's masks a chunk of examples at a time: the numbers must not depend on
+    the chunks."""
+    net = Network([5, 4, 3, 2], regularizer="dropout", p=0.5, seed=3)
+    whole = Network([5, 4, 3, 2], regularizer="dropout", p=0.5, seed=3).dropout_masks(7)
+    chunks = [net.dropout_masks(3), net.dropout_masks(4)]
+    assert [m.shape for m in whole] == [(7, 4), (7, 3)]
+    for l, mask in enumerate(whole):
+        np.testing.assert_array_equal(mask, np.concatenate([chunk[l] for chunk in chunks]))
+    assert set(np.unique(np.concatenate(whole, axis=1))) == {0.0, 2.0}
+
+
 def test_softmax_outputs_are_probabilities_even_for_huge_z():
     net = Network([3, 4, 5], cost="loglikelihood", init="large", dtype="float64")
     X = np.array([[1e4, -1e4, 3.0]])

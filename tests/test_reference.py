@@ -20,7 +20,8 @@ from reference_network import ReferenceNetwork, as_column_pairs
 pytestmark = pytest.mark.mnist
 
 
-def test_one_epoch_matches_the_books_algorithm_step_for_step():
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_one_epoch_matches_the_books_algorithm_step_for_step(backend):
     mnist = data.load("mnist", train_size=1000, dtype="float64")
     net = Network([784, 100, 10], cost="quadratic", init="large", seed=7, dtype="float64")
     book = ReferenceNetwork([784, 100, 10])
@@ -28,7 +29,7 @@ def test_one_epoch_matches_the_books_algorithm_step_for_step():
     book.biases = [b.reshape(-1, 1).copy() for b in net.biases]
     order = copy.deepcopy(net.rng).permutation(1000)  # the shuffle sgd is about to draw
 
-    sgd(net, mnist, epochs=1, batch_size=10, eta=3.0, monitor=("test",))
+    sgd(net, mnist, epochs=1, batch_size=10, eta=3.0, monitor=("test",), backend=backend)
     pairs = as_column_pairs(mnist.train, one_hot_targets=True)
     for k in range(0, 1000, 10):
         book.update_mini_batch([pairs[i] for i in order[k : k + 10]], 3.0)

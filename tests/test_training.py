@@ -6,6 +6,8 @@ import pytest
 from nnexp.engine import DivergenceError, Network, checkpoint, data, sgd
 from nnexp.engine.training import TrainingState
 
+BACKENDS = ["numpy", "numba"]
+
 KEYS = [
     "epoch",
     "train_cost",
@@ -39,10 +41,11 @@ def test_learns_and_reports_every_epoch(digits):
     assert history[-1]["train_cost"] < history[0]["train_cost"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("regularizer", ["none", "l2", "l1", "dropout"])
-def test_same_seed_same_numbers_bit_for_bit(digits, regularizer):
+def test_same_seed_same_numbers_bit_for_bit(digits, regularizer, backend):
     def curves(seed):
-        _, history = train(digits, seed=seed, regularizer=regularizer, momentum=0.5)
+        _, history = train(digits, seed=seed, regularizer=regularizer, momentum=0.5, backend=backend)
         return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in history]
 
     assert curves(3) == curves(3)
@@ -112,10 +115,11 @@ def without_seconds(history):
     ],
     ids=["dropout-momentum", "halving"],
 )
-def test_training_goes_on_from_a_checkpoint_bit_for_bit(digits, tmp_path, settings):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_goes_on_from_a_checkpoint_bit_for_bit(digits, tmp_path, settings, backend):
     """Stop after epoch 3, save, load into a fresh process's objects, go on to 8: the very numbers of a
     run that never stopped (the weights, the generator, the velocities, eta and the rule's counters)."""
-    settings = dict(settings)
+    settings = dict(settings, backend=backend)
     eta = settings.pop("eta", 0.5)
 
     def fresh():

@@ -12,43 +12,47 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 import numpy as np
+from scipy.special import expit
 
 Array = np.ndarray
 
 # --- Activations ----------------------------------------------------------------------------------
-# An activation is sigma in a^l = sigma(z^l). ``prime`` is sigma'(z), the factor of BP1 and BP2; it is
-# given the activation a = sigma(z) too, because most derivatives are cheapest written through it.
+# An activation is sigma in a^l = sigma(z^l). ``fn`` may write into ``out`` (z itself, on the hot path,
+# to save an allocation). ``prime`` is sigma'(z), the factor of BP1 and BP2, written through the
+# activation a = sigma(z): every derivative here is cheapest that way, and backprop need not keep z.
 
 
 class Activation(Protocol):
     name: str
 
     @staticmethod
-    def fn(z: Array) -> Array: ...
+    def fn(z: Array, out: Array | None = None) -> Array: ...
 
     @staticmethod
-    def prime(z: Array, a: Array) -> Array: ...
+    def prime(a: Array) -> Array: ...
 
 
 class Sigmoid:
     """sigma(z) = 1 / (1 + e^-z), the book's neuron: a smoothed-out perceptron (chapter 1).
 
-    Written through tanh so that no exp overflows for large |z|.
+    scipy's ``expit`` computes it to full precision over the whole range, with no overflow warning:
+    as 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) for z < 0. The tempting (1 + tanh(z/2)) / 2
+    loses all precision for negative z, where it cancels: in float32 it is exactly 0 below z = -18
+    (the true value is 1.5e-8) and 44% too large at z = -17.
     """
 
     name = "sigmoid"
 
     @staticmethod
-    def fn(z: Array) -> Array:
-        a = np.tanh(0.5 * z)  # sigma(z) = (1 + tanh(z/2)) / 2, in place to save allocations
-        a += 1.0
-        a *= 0.5
-        return a
+    def fn(z: Array, out: Array | None = None) -> Array:
+        return expit(z, out=out)
 
     @staticmethod
-    def prime(z: Array, a: Array) -> Array:
-        """sigma'(z) = sigma(z) (1 - sigma(z)), computed from the stored activation a = sigma(z)."""
-        return a * (1.0 - a)
+    def prime(a: Array) -> Array:
+        """sigma'(z) = sigma(z) (1 - sigma(z)) = a (1 - a)."""
+        p = 1.0 - a
+        p *= a
+        return p
 
 
 class Tanh:
@@ -58,13 +62,14 @@ class Tanh:
     name = "tanh"
 
     @staticmethod
-    def fn(z: Array) -> Array:
-        return np.tanh(z)
+    def fn(z: Array, out: Array | None = None) -> Array:
+        return np.tanh(z, out=out)
 
     @staticmethod
-    def prime(z: Array, a: Array) -> Array:
-        """tanh'(z) = 1 - tanh(z)^2, from the stored activation."""
-        return 1.0 - a * a
+    def prime(a: Array) -> Array:
+        """tanh'(z) = 1 - tanh(z)^2 = 1 - a^2."""
+        p = a * a
+        return np.subtract(1.0, p, out=p)
 
 
 class ReLU:
@@ -74,13 +79,13 @@ class ReLU:
     name = "relu"
 
     @staticmethod
-    def fn(z: Array) -> Array:
-        return np.maximum(z, 0.0)
+    def fn(z: Array, out: Array | None = None) -> Array:
+        return np.maximum(z, 0.0, out=out)
 
     @staticmethod
-    def prime(z: Array, a: Array) -> Array:
-        """1 where z > 0, else 0 (the derivative at exactly 0 is taken as 0)."""
-        return (z > 0).astype(z.dtype)
+    def prime(a: Array) -> Array:
+        """1 where z > 0, that is where a > 0, else 0 (the derivative at exactly 0 is taken as 0)."""
+        return (a > 0).astype(a.dtype)
 
 
 class Softmax:
@@ -90,14 +95,17 @@ class Softmax:
     name = "softmax"
 
     @staticmethod
-    def fn(z: Array) -> Array:
-        e = np.exp(z - z.max(axis=1, keepdims=True))  # shifted so that no exp overflows
-        return e / e.sum(axis=1, keepdims=True)
+    def fn(z: Array, out: Array | None = None) -> Array:
+        e = np.subtract(z, z.max(axis=1, keepdims=True), out=out)  # shifted so that no exp overflows
+        np.exp(e, out=e)
+        e /= e.sum(axis=1, keepdims=True)
+        return e
 
 
 # --- Costs ----------------------------------------------------------------------------------------
 # A cost knows its output layer, its value per example, and the output error delta^L = dC/dz^L (BP1).
-# Values are computed from z rather than a, so that log(0) never happens even when a saturates.
+# Values are computed from z rather than a, so that log(0) never happens even when a saturates; the
+# errors need only a.
 
 
 class Cost(Protocol):
@@ -108,7 +116,7 @@ class Cost(Protocol):
     def fn(z: Array, a: Array, y: Array) -> Array: ...
 
     @staticmethod
-    def delta(z: Array, a: Array, y: Array) -> Array: ...
+    def delta(a: Array, y: Array) -> Array: ...
 
 
 class QuadraticCost:
@@ -122,8 +130,10 @@ class QuadraticCost:
         return 0.5 * np.sum((a - y) ** 2, axis=1)
 
     @staticmethod
-    def delta(z: Array, a: Array, y: Array) -> Array:
-        return (a - y) * Sigmoid.prime(z, a)
+    def delta(a: Array, y: Array) -> Array:
+        d = a - y
+        d *= Sigmoid.prime(a)
+        return d
 
 
 class CrossEntropyCost:
@@ -140,7 +150,7 @@ class CrossEntropyCost:
         return np.sum(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z), axis=1)
 
     @staticmethod
-    def delta(z: Array, a: Array, y: Array) -> Array:
+    def delta(a: Array, y: Array) -> Array:
         return a - y
 
 
@@ -157,7 +167,7 @@ class LogLikelihoodCost:
         return log_sum_exp - np.sum(y * z, axis=1)
 
     @staticmethod
-    def delta(z: Array, a: Array, y: Array) -> Array:
+    def delta(a: Array, y: Array) -> Array:
         return a - y
 
 

@@ -11,7 +11,7 @@ equations of backpropagation (chapter 2) then read, for a batch:
     BP4  dC/dw^l = delta^l.T @ a^{l-1} / n
 
 Dividing delta^L by n once, before BP2, makes every later delta carry the 1/n, so BP3 and BP4 become
-plain sums: the same numbers with fewer operations on the hot path.
+plain sums: the same numbers with fewer operations on the hot path (SGD multiplies by eta there too).
 
 Shapes, for a batch of n examples and a layer l of ``sizes[l]`` neurons fed by ``sizes[l-1]``:
 ``w^l`` is ``(sizes[l], sizes[l-1])`` as in the book, ``b^l`` is ``(sizes[l],)``, and ``z^l``, ``a^l``
@@ -20,6 +20,7 @@ and ``delta^l`` are ``(n, sizes[l])``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,10 +79,14 @@ class Network:
         sizes[0])`` (costs are computed from z), with dropout's ``masks`` on the hidden layers if given."""
         a = X
         for l, (w, b) in enumerate(zip(self.weights[:-1], self.biases[:-1], strict=True)):
-            a = self.activation.fn(a @ w.T + b)
+            z = a @ w.T
+            z += b
+            a = self.activation.fn(z, out=z)
             if masks is not None:
-                a = a * masks[l]
-        return a @ self.weights[-1].T + self.biases[-1]
+                a *= masks[l]
+        z = a @ self.weights[-1].T
+        z += self.biases[-1]
+        return z
 
     def feedforward(self, X: Array) -> Array:
         """The network's output a^L, shape ``(n, sizes[-1])``."""
@@ -94,48 +99,56 @@ class Network:
     # --- Backpropagation --------------------------------------------------------------------------
 
     def backprop(
-        self, X: Array, Y: Array, masks: Sequence[Array] | None = None
+        self, X: Array, Y: Array, masks: Sequence[Array] | None = None, scale: float = 1.0
     ) -> tuple[list[Array], list[Array]]:
-        """Mean gradient of the unregularized cost over the batch (X, Y), by the four equations.
+        """Mean gradient of the unregularized cost over the batch (X, Y), by the four equations, times
+        ``scale`` (SGD passes eta and gets its step, saving a multiplication per parameter).
 
         X is ``(n, sizes[0])``, Y the desired outputs ``(n, sizes[-1])``. Returns dC/dw^l and dC/db^l,
         shaped like ``weights`` and ``biases``. ``masks``, one ``(n, sizes[l])`` per hidden layer, are
         dropout's: each hidden activation is multiplied by its mask going forward, so its error is
         multiplied by the same mask coming back.
         """
-        # Forward, keeping every z^l, the activations sigma(z^l) for sigma'(z^l), and the (masked)
-        # activations a^l that feed the next layer.
+        # Forward, keeping the activations a^l that feed each next layer and, for BP2, sigma'(z^l) of
+        # each hidden layer (times its mask). Each a^l is computed in z^l's place: sigma' needs only a.
         last = len(self.weights) - 1
-        zs, hidden, activations = [], [X], [X]
+        activations, primes = [X], []
         for l, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            z = activations[-1] @ w.T + b  # (n, sizes[l-1]) @ (sizes[l-1], sizes[l]) -> (n, sizes[l])
-            zs.append(z)
+            z = activations[-1] @ w.T  # (n, sizes[l-1]) @ (sizes[l-1], sizes[l]) -> (n, sizes[l])
+            z += b
             if l == last:
-                activations.append(self.cost.output.fn(z))
+                activations.append(self.cost.output.fn(z, out=z))
             else:
-                hidden.append(self.activation.fn(z))
-                activations.append(hidden[-1] if masks is None else hidden[-1] * masks[l])
+                a = self.activation.fn(z, out=z)
+                primes.append(self.activation.prime(a))
+                if masks is not None:
+                    a *= masks[l]
+                    primes[l] *= masks[l]
+                activations.append(a)
         grad_w: list[Array] = [None] * len(self.weights)
         grad_b: list[Array] = [None] * len(self.biases)
-        delta = self.cost.delta(zs[-1], activations[-1], Y) / X.shape[0]  # BP1, over n: (n, sizes[L])
+        delta = self.cost.delta(activations[-1], Y)  # BP1: (n, sizes[L])
+        delta *= scale / X.shape[0]
         for l in range(last, -1, -1):
             grad_b[l] = delta.sum(axis=0)  # BP3: (sizes[l],)
             grad_w[l] = delta.T @ activations[l]  # BP4: (sizes[l], n) @ (n, sizes[l-1])
             if l > 0:
-                # BP2: (n, sizes[l]) @ (sizes[l], sizes[l-1]) -> (n, sizes[l-1]), times sigma'(z^{l-1})
-                delta = (delta @ self.weights[l]) * self.activation.prime(zs[l - 1], hidden[l])
-                if masks is not None:
-                    delta *= masks[l - 1]
+                delta = delta @ self.weights[l]  # BP2: (n, sizes[l]) @ (sizes[l], sizes[l-1])
+                delta *= primes[l - 1]  # ... times sigma'(z^{l-1}): (n, sizes[l-1])
         return grad_w, grad_b
 
     def dropout_masks(self, n: int) -> list[Array]:
         """Inverted-dropout masks ``(n, sizes[l])`` for each hidden layer: 0 with probability p, else
-        1/(1-p), so that a hidden unit's expected output is what it is without dropout."""
+        1/(1-p), so that a hidden unit's expected output is what it is without dropout.
+
+        All layers' masks come from one draw of shape ``(n, sum of the hidden sizes)``, row i for the
+        i-th example, split by columns: drawing the rows a few at a time or all at once takes the same
+        numbers from ``rng``, so training may draw them in whatever chunks suit it.
+        """
+        hidden = self.sizes[1:-1]
         keep = 1.0 - self.regularizer.dropout
-        return [
-            (self.rng.random((n, size), dtype=self.dtype) < keep) / self.dtype.type(keep)
-            for size in self.sizes[1:-1]
-        ]
+        masks = (self.rng.random((n, sum(hidden)), dtype=self.dtype) < keep) / self.dtype.type(keep)
+        return [masks[:, start:stop] for start, stop in itertools.pairwise(np.cumsum([0, *hidden]))]
 
     # --- Evaluation -------------------------------------------------------------------------------
 

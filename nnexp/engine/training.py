@@ -2,23 +2,36 @@
 
 The engine reports each epoch's metrics to an ``on_epoch`` callback and knows nothing of where they
 go; the harness uses the callback to log them.
+
+An epoch shuffles the training set, then trains on it a chunk of rows at a time (``train_epoch``).
+Training on a chunk is the backend's part: ``train_chunk`` here in numpy, the book's algorithm as a
+reader follows it, or ``fast.train_chunk``, the same steps compiled with numba (``BACKENDS``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnexp.engine.data import Dataset
+from nnexp.engine.data import Dataset, Split
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, ETA, SPLITS, Metrics, key
 from nnexp.engine.network import Array, Network, one_hot
 
 SCHEDULES = ("constant", "halve")
 HALVINGS = 7  # the book's schedule stops when eta has dropped to eta/128 = eta/2^7
 HALVING_PATIENCE = 10  # the halving schedule's n when early_stopping does not set one
+BACKENDS = ("auto", "numpy", "numba")  # auto: numba when it can be imported, else numpy
+# Rows gathered, and dropout masks drawn, at a time: one gather of a chunk replaces one per mini-batch,
+# and costs 3 MB of MNIST images rather than the 157 MB of a shuffled copy of the whole training set.
+CHUNK_ROWS = 1000
+
+# (net, X, y, rows, masks, batch_size, eta, momentum, velocities): SGD steps on a chunk of shuffled rows
+TrainChunk = Callable[
+    [Network, Array, Array, Array, list[Array] | None, int, float, float, list[Array] | None], None
+]
 
 
 class DivergenceError(ArithmeticError):
@@ -99,6 +112,7 @@ def sgd(
     on_epoch: Callable[[Metrics], None] | None = None,
     monitor: Sequence[str] = SPLITS,
     state: TrainingState | None = None,
+    backend: str = "auto",
 ) -> list[Metrics]:
     """Train ``net`` on ``data.train`` by mini-batch stochastic gradient descent; return the list of
     each epoch's metrics (the history).
@@ -113,6 +127,9 @@ def sgd(
     - ``monitor``: the splits whose cost and accuracy each epoch reports.
     - ``state``: a ``TrainingState`` to continue from (``epochs`` is then the total to reach) and to
       keep up to date after every epoch, before ``on_epoch`` is called: what a checkpoint saves.
+    - ``backend``: ``numpy``, ``numba`` (the same steps compiled: 2.4 times as fast on the book's
+      [784, 30, 10] at mini-batch 10), or ``auto``, numba when it can be imported. Both draw the same
+      random numbers, so they agree to round-off and a checkpoint written by one resumes on the other.
 
     Raises ``DivergenceError`` when a cost becomes NaN or infinite.
     """
@@ -123,13 +140,18 @@ def sgd(
         raise ValueError("early stopping and the halving schedule watch validation accuracy: monitor it")
     if momentum and state.velocities is None:
         state.velocities = [np.zeros_like(p) for p in net.weights + net.biases]
-    X, n = data.train.X, data.train.X.shape[0]
-    Y = one_hot(data.train.y, net.sizes[-1], net.dtype)
+    train_chunk = backend_for(net, backend)
+    n = data.train.X.shape[0]
+    # A compiled backend is compiled (or loaded from its cache) on its first call: make it on no rows,
+    # which draws no random number, so that the first epoch's seconds are training's alone.
+    no_masks = net.dropout_masks(0) if net.regularizer.dropout else None
+    train_chunk(
+        net, data.train.X, data.train.y, np.arange(0), no_masks, batch_size, eta, momentum, state.velocities
+    )
     while not state.done(epochs):
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, by the costs
-            for batch in mini_batches(net.rng, n, batch_size):
-                update(net, X[batch], Y[batch], state.eta, n, momentum, state.velocities)
+            train_epoch(net, data.train, batch_size, state.eta, momentum, state.velocities, train_chunk)
             metrics = {EPOCH: state.epoch + 1, **evaluate(net, data, monitor, n)}
         metrics[EPOCH_SECONDS] = time.perf_counter() - started
         metrics[ETA] = state.eta
@@ -150,11 +172,70 @@ def costs(metrics: Metrics) -> list[str]:
     return [key(split, "cost") for split in SPLITS if key(split, "cost") in metrics]
 
 
-def mini_batches(rng: np.random.Generator, n: int, batch_size: int) -> Iterator[Array]:
-    """The indices of one epoch's mini-batches: a fresh shuffle of the n examples, cut in order."""
-    order = rng.permutation(n)
-    for k in range(0, n, batch_size):
-        yield order[k : k + batch_size]
+def backend_for(net: Network, backend: str) -> TrainChunk:
+    """The ``train_chunk`` of a backend name, checked against ``net`` (see ``sgd``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (accepted: {', '.join(BACKENDS)})")
+    if backend == "numpy":
+        return train_chunk
+    try:
+        from nnexp.engine import fast  # imports numba: a second or so, paid only when training with it
+    except ImportError:
+        if backend == "numba":
+            raise
+        return train_chunk
+    reason = fast.unsupported(net)
+    if reason is None:
+        return fast.train_chunk
+    if backend == "numba":
+        raise ValueError(f"{reason}: train with backend='numpy'")
+    return train_chunk  # auto: a component the compiled code lacks trains in numpy
+
+
+def train_epoch(
+    net: Network,
+    train: Split,
+    batch_size: int,
+    eta: float,
+    momentum: float,
+    velocities: list[Array] | None,
+    train_chunk: TrainChunk,
+) -> None:
+    """One pass over the training set in a fresh random order, by mini-batches cut in that order.
+
+    Its random numbers all come from ``net.rng``, whatever the backend: first the permutation, then,
+    for dropout, one uniform draw per example and hidden unit (``Network.dropout_masks``), row i for
+    the i-th example of the permutation, drawn a chunk at a time. The generator's state between two
+    epochs is therefore all that a checkpoint needs to go on with the very same numbers.
+    """
+    n = train.X.shape[0]
+    order = net.rng.permutation(n)
+    chunk = batch_size * max(1, CHUNK_ROWS // batch_size)  # whole mini-batches
+    for start in range(0, n, chunk):
+        rows = order[start : start + chunk]
+        masks = net.dropout_masks(len(rows)) if net.regularizer.dropout else None
+        train_chunk(net, train.X, train.y, rows, masks, batch_size, eta, momentum, velocities)
+
+
+def train_chunk(
+    net: Network,
+    X: Array,
+    y: Array,
+    rows: Array,
+    masks: list[Array] | None,
+    batch_size: int,
+    eta: float,
+    momentum: float,
+    velocities: list[Array] | None,
+) -> None:
+    """The numpy backend: one step of ``update`` per mini-batch cut in order from ``rows`` (indices of
+    the training examples X, y), each a slice of one gather of all the chunk's rows. ``masks`` are the
+    dropout masks of the rows, if any."""
+    X_rows, Y_rows = X[rows], one_hot(y[rows], net.sizes[-1], net.dtype)
+    for k in range(0, len(rows), batch_size):
+        batch = slice(k, k + batch_size)
+        batch_masks = None if masks is None else [mask[batch] for mask in masks]
+        update(net, X_rows[batch], Y_rows[batch], eta, X.shape[0], momentum, velocities, batch_masks)
 
 
 def evaluate(net: Network, data: Dataset, monitor: Sequence[str], n_train: int) -> Metrics:
@@ -174,18 +255,19 @@ def update(
     n: int,
     momentum: float = 0.0,
     velocities: list[Array] | None = None,
+    masks: list[Array] | None = None,
 ) -> None:
     """One step of gradient descent on the mini-batch (X, Y), written as the book writes the
     regularized rule: the regularizer's decay of the weights, then the step down the gradient of the
-    unregularized cost (with momentum, if any). n is the size of the training set."""
-    masks = net.dropout_masks(X.shape[0]) if net.regularizer.dropout else None
-    grad_w, grad_b = net.backprop(X, Y, masks)
+    unregularized cost (with momentum, if any). n is the size of the training set; ``masks`` are the
+    dropout masks of the batch's rows (``Network.dropout_masks``), for a network with dropout."""
+    steps_w, steps_b = net.backprop(X, Y, masks, scale=eta)  # eta times the gradient
     for w in net.weights:
         net.regularizer.decay(w, eta, n)
-    for i, (p, g) in enumerate(zip(net.weights + net.biases, grad_w + grad_b, strict=True)):
+    for i, (p, step) in enumerate(zip(net.weights + net.biases, steps_w + steps_b, strict=True)):
         if velocities is None:
-            p -= eta * g
+            p -= step
         else:
             velocities[i] *= momentum
-            velocities[i] -= eta * g
+            velocities[i] -= step
             p += velocities[i]

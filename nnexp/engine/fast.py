@@ -1,0 +1,392 @@
+"""The compiled backend: the numpy backend's SGD steps, compiled with numba.
+
+Why it exists: a mini-batch step of the numpy backend makes some twenty numpy calls, each 0.3-1 us of
+dispatch and allocation, around the two 784-wide matrix products that are the real work (about 14 us
+together at batch size 10): numpy's overhead, not the arithmetic, sets the pace. Here the loop over a
+chunk's mini-batches is compiled, so no Python runs between the products. They are BLAS calls on
+contiguous arrays (``np.dot``, and ``_gemm`` where the product goes straight into the weights), the
+elementwise work is loops that make no temporaries, and the buffers are allocated once per chunk.
+
+How it maps to the numpy reference, ``Network.backprop`` followed by ``training.update``, in the
+order of ``_train_chunk``:
+
+- ``_gather``: the numpy backend's gather of the mini-batch's rows;
+- ``_hidden_layer``: ``a = activation.fn(z)`` and ``prime = activation.prime(a)``; then ``_drop``,
+  the dropout masks on both;
+- ``_output_error``: ``cost.output.fn(z)``, BP1 ``cost.delta(a, y)`` and ``delta *= eta / n``;
+- BP2 with ``np.dot``, then each layer's step: ``_weight_step`` is BP4, ``regularizer.decay`` and
+  ``w -= step`` (or momentum's ``v = mu v - step; w += v``) in one BLAS call; ``_bias_step`` is BP3
+  and the biases' step.
+
+The components are passed as codes, their index in ``ACTIVATIONS`` and ``COSTS``, each written out
+below as a scalar function; the regularizers are two numbers (``regularization``). The random numbers
+are not drawn here: the shuffle and the dropout masks come from the network's Generator in
+``training.train_epoch``, exactly as for the numpy backend, so that both consume the same random
+stream and a checkpoint resumes identically on either. The two agree to round-off, not to the bit:
+the order of the sums in BLAS and the last bits of exp differ.
+
+Every function is compiled with ``cache=True``, so that a new process loads the machine code from
+``__pycache__`` (a third of a second, numba's import included) rather than compiling it (3 to 5 s per
+kind of network), and ``error_model="numpy"``: a division by zero gives inf or NaN as in numpy
+instead of raising, which leaves no test in the loops, so that the compiler can vectorize them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload
+from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
+
+from nnexp.engine.network import Array, Network
+
+Parameters = tuple[Array, ...]  # one array per layer (numba compiles a version per depth)
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu")  # the activations, costs and regularizers compiled here
+COSTS = ("quadratic", "crossentropy", "loglikelihood")
+REGULARIZERS = ("none", "l2", "l1", "dropout")
+SIGMOID, TANH, RELU = range(len(ACTIVATIONS))
+QUADRATIC, CROSSENTROPY, LOGLIKELIHOOD = range(len(COSTS))
+
+# float32 constants: float32 arithmetic stays float32 with them, and float64 stays float64 (a float64
+# literal such as 1.0 would turn every float32 operation into a float64 one).
+ZERO, ONE = np.float32(0.0), np.float32(1.0)
+
+
+def unsupported(net: Network) -> str | None:
+    """Why this backend cannot train ``net``, or None: each of its components must be compiled here,
+    and its parameters C-contiguous arrays of its dtype (the compiled code updates them in place). A
+    component new to the engine trains on the numpy backend until it is written out here too."""
+    for kind, name, compiled in (
+        ("activation", net.activation.name, ACTIVATIONS),
+        ("cost", net.cost.name, COSTS),
+        ("regularizer", net.regularizer.name, REGULARIZERS),
+    ):
+        if name not in compiled:
+            return f"the numba backend has no {kind} {name!r} (it has: {', '.join(compiled)})"
+    for p in net.weights + net.biases:
+        if not (p.flags.c_contiguous and p.dtype == net.dtype):
+            return f"the numba backend trains C-contiguous {net.dtype} parameters in place"
+    return None
+
+
+def regularization(net: Network, eta: float, n: int) -> tuple[float, float]:
+    """The regularizer's part of a step, w <- decay w - shrink sgn(w), as (decay, shrink)."""
+    rate = eta * net.regularizer.lmbda / n
+    name = net.regularizer.name
+    return (1.0 - rate if name in ("l2", "dropout") else 1.0), (rate if name == "l1" else 0.0)
+
+
+def train_chunk(
+    net: Network,
+    X: Array,
+    y: Array,
+    rows: Array,
+    masks: list[Array] | None,
+    batch_size: int,
+    eta: float,
+    momentum: float,
+    velocities: list[Array] | None,
+) -> None:
+    """``training.train_chunk``, compiled: SGD steps on the mini-batches cut in order from ``rows``."""
+    depth = len(net.weights)
+    decay, shrink = regularization(net, eta, X.shape[0])
+    _train_chunk(
+        X,
+        y,
+        rows,
+        tuple(masks) if masks else None,
+        tuple(net.weights),
+        tuple(net.biases),
+        None if velocities is None else tuple(velocities[:depth]),
+        None if velocities is None else tuple(velocities[depth:]),
+        batch_size,
+        float(eta),
+        float(momentum),
+        decay,
+        shrink,
+        ACTIVATIONS.index(net.activation.name),
+        COSTS.index(net.cost.name),
+    )
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _train_chunk(
+    X: Array,
+    y: Array,
+    rows: Array,
+    masks: Parameters | None,
+    weights: Parameters,
+    biases: Parameters,
+    w_velocities: Parameters | None,
+    b_velocities: Parameters | None,
+    batch_size: int,
+    eta: float,
+    momentum: float,
+    decay: float,
+    shrink: float,
+    activation: int,
+    cost: int,
+) -> None:
+    """``train_chunk``'s loop over the mini-batches. Compiled once per combination of dtype, depth,
+    dropout or not and momentum or not (numba specializes on the types: None prunes its branches)."""
+    depth = len(weights)
+    dtype = weights[0].dtype
+    momentum, decay, shrink = dtype.type(momentum), dtype.type(decay), dtype.type(shrink)
+    # A batch's buffers, indexed as in backprop: a[l] feeds the layer of weights[l] (a[0] holds the
+    # inputs), prime[l] and delta[l] are sigma'(z) (of a hidden layer) and the error of that layer's
+    # output (delta[-1] first holds z^L).
+    batch = min(batch_size, rows.size)
+    a = [np.empty((batch, w.shape[1]), dtype) for w in weights]
+    prime = [np.empty((batch, weights[l].shape[0]), dtype) for l in range(depth - 1)]
+    delta = [np.empty((batch, w.shape[0]), dtype) for w in weights]
+    labels = np.empty(batch, y.dtype)
+
+    for start in range(0, rows.size, batch_size):
+        n = min(batch_size, rows.size - start)
+        _gather(X, y, rows[start : start + n], a[0], labels)
+        for l in range(depth - 1):  # forward through the hidden layers
+            z = a[l + 1][:n]
+            np.dot(a[l][:n], weights[l].T, z)  # (n, sizes[l]) @ (sizes[l], sizes[l+1])
+            _hidden_layer(z, biases[l], prime[l][:n], activation)
+            if masks is not None:
+                _drop(z, prime[l][:n], masks[l][start : start + n])
+        z = delta[depth - 1][:n]
+        np.dot(a[depth - 1][:n], weights[depth - 1].T, z)
+        _output_error(z, biases[depth - 1], labels, cost, dtype.type(eta / n))  # BP1, times eta / n
+        for l in range(depth - 1, -1, -1):
+            d = delta[l][:n]
+            if l > 0:  # BP2, before weights[l] takes its step: (n, sizes[l+1]) @ (sizes[l+1], sizes[l])
+                below = delta[l - 1][:n]
+                np.dot(d, weights[l], below)
+                below *= prime[l - 1][:n]
+            _weight_step(weights[l], d, a[l][:n], w_velocities, l, momentum, decay, shrink)  # BP4
+            _bias_step(biases[l], d, b_velocities, l, momentum)  # BP3
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _gather(X: Array, y: Array, rows: Array, x: Array, labels: Array) -> None:
+    """The mini-batch: x[i] and labels[i] are X and y's row rows[i]. This explicit loop, with the row
+    index held in a local (which the compiler then knows no store changes), runs twice as fast as
+    ``x[i] = X[rows[i]]``."""
+    for i in range(rows.size):
+        row = rows[i]
+        labels[i] = y[row]
+        for j in range(X.shape[1]):
+            x[i, j] = X[row, j]
+
+
+# "contract" lets a * b + c be one fused multiply-add: the polynomial of expf takes a third less time.
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _sigmoid(z: float) -> float:
+    """1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0: exact, and e^-|z| never overflows
+    (what scipy's expit computes for the numpy backend)."""
+    e = _exp_nonpositive(-abs(z))
+    return (ONE if z >= ZERO else e) / (ONE + e)
+
+
+def _exp_nonpositive(x: float) -> float:
+    """e^x for x <= 0, in compiled code (see the overload below)."""
+    raise NotImplementedError
+
+
+# Cephes' expf: e^x = 2^-k e^r with k the integer nearest -x / ln 2 and |r| <= ln(2) / 2, 2^-k from a
+# table, e^r = 1 + r + r^2 p(r) with p the polynomial of coefficients _EXPF (highest degree first).
+# Below x = -103.9, e^x underflows even as a subnormal float32.
+_POW2 = np.ldexp(np.float32(1.0), -np.arange(151)).astype(np.float32)
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)  # k * _LN2_HI is exact
+_INV_LN2, _LOWEST, _HALF = np.float32(1.4426950408889634), np.float32(-103.9), np.float32(0.5)
+_EXPF = tuple(
+    np.float32(c)
+    for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 0.5)
+)
+
+
+@overload(_exp_nonpositive, inline="always")
+def _exp_nonpositive_of(x):  # unannotated: numba matches its signature with the implementations
+    """float64: libm's exp. float32: Cephes' expf, within an ulp or two like libm's expf, but written
+    out so that the compiler vectorizes the loops that call it, which halves a sigmoid layer's time
+    (a call to libm's expf per element cannot be vectorized)."""
+    if x != types.float32:
+        return lambda x: math.exp(x)
+
+    def expf(x):
+        x = _LOWEST if x < _LOWEST else x  # a NaN stays NaN, and makes a NaN
+        k = np.int32(x * -_INV_LN2 + _HALF) if x == x else np.int32(0)  # (a NaN converts to no integer)
+        r = x + np.float32(k) * _LN2_HI
+        r = r + np.float32(k) * _LN2_LO
+        c0, c1, c2, c3, c4, c5 = _EXPF
+        p = ((((c0 * r + c1) * r + c2) * r + c3) * r + c4) * r + c5
+        return (p * (r * r) + r + ONE) * _POW2[k]
+
+    return expf
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _activate(activation: int, z: float) -> float:
+    if activation == SIGMOID:
+        return _sigmoid(z)
+    if activation == TANH:
+        return math.tanh(z)
+    return ZERO if z <= ZERO else z  # ReLU; NaN passes through, as with np.maximum
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _derivative(activation: int, a: float) -> float:
+    """sigma'(z) written through a = sigma(z), as ``Activation.prime``."""
+    if activation == SIGMOID:
+        return (ONE - a) * a
+    if activation == TANH:
+        return ONE - a * a
+    return ONE if a > ZERO else ZERO
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _hidden_layer(z: Array, b: Array, prime: Array, activation: int) -> None:
+    """z <- a = sigma(z + b) in place, and prime <- sigma'(z + b)."""
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            a = _activate(activation, z[i, j] + b[j])
+            z[i, j] = a
+            prime[i, j] = _derivative(activation, a)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _drop(a: Array, prime: Array, mask: Array) -> None:
+    """Dropout: the masked units neither feed the next layer nor pass its error back."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] *= mask[i, j]
+            prime[i, j] *= mask[i, j]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _output_error(z: Array, b: Array, labels: Array, cost: int, scale: float) -> None:
+    """z <- scale * delta^L in place, from z^L - b: the output layer's activation (softmax for the
+    log-likelihood, else sigmoid), then the cost's error against the one-hot labels."""
+    units = z.shape[1]
+    for i in range(z.shape[0]):
+        if cost == LOGLIKELIHOOD:  # softmax, shifted by the largest z so that no exp overflows
+            top = z[i, 0] + b[0]
+            for j in range(1, units):
+                top = max(top, z[i, j] + b[j])
+            total = ZERO
+            for j in range(units):
+                z[i, j] = math.exp(z[i, j] + b[j] - top)
+                total += z[i, j]
+            for j in range(units):
+                z[i, j] /= total
+        else:
+            for j in range(units):
+                z[i, j] = _sigmoid(z[i, j] + b[j])
+        for j in range(units):
+            a = z[i, j]
+            d = a - (ONE if j == labels[i] else ZERO)
+            if cost == QUADRATIC:
+                d *= (ONE - a) * a
+            z[i, j] = d * scale
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _weight_step(
+    w: Array,
+    delta: Array,
+    a: Array,
+    velocities: Parameters | None,
+    l: int,
+    momentum: float,
+    decay: float,
+    shrink: float,
+) -> None:
+    """w's SGD step in place, BP4's product made by BLAS straight into it: with ``delta`` carrying
+    eta / n, delta.T @ a is eta dC/dw. Without momentum, w <- decay w - shrink sgn(w) - delta.T @ a
+    (the regularizer's step first, as ``update`` takes it); with it, v <- mu v - delta.T @ a, then
+    w <- decay w - shrink sgn(w) + v."""
+    minus_one = w.dtype.type(-1.0)
+    if velocities is None:
+        if shrink:
+            _shrink(w.ravel(), shrink)
+        _gemm(minus_one, delta.T, a, decay, w)
+    else:
+        v = velocities[l]
+        _gemm(minus_one, delta.T, a, momentum, v)
+        w, v = w.ravel(), v.ravel()
+        for i in range(w.size):
+            w[i] = w[i] * decay - shrink * np.sign(w[i]) + v[i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _shrink(w: Array, shrink: float) -> None:
+    for i in range(w.size):
+        w[i] -= shrink * np.sign(w[i])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _bias_step(b: Array, delta: Array, velocities: Parameters | None, l: int, momentum: float) -> None:
+    """b's SGD step in place: BP3's column sums of ``delta`` are eta dC/db."""
+    for j in range(b.size):
+        step = delta[0, j]
+        for i in range(1, delta.shape[0]):
+            step += delta[i, j]
+        if velocities is None:
+            b[j] -= step
+        else:
+            v = velocities[l]
+            v[j] = momentum * v[j] - step
+            b[j] += v[j]
+
+
+@intrinsic
+def _gemm(typingctx, alpha, x, y, beta, out):
+    """out <- alpha x @ y + beta out, in one call of BLAS's gemm (``np.dot`` has no alpha or beta:
+    with it, a step would be a product into a buffer and then a pass subtracting the buffer).
+
+    ``out`` is C-contiguous; x and y are C- or F-contiguous (a transposed array is F-contiguous) and
+    of its dtype. BLAS is column-major, and a row-major (m, n) array is its (n, m) transpose there, so
+    this asks BLAS for out.T = y.T @ x.T, as numba's own ``np.dot`` does, through the same helper.
+    """
+    ensure_blas()
+    sig = types.void(alpha, x, y, beta, out)
+
+    def codegen(context, builder, sig, args):
+        x_type, y_type, out_type = sig.args[1], sig.args[2], sig.args[4]
+        x, y, out = (
+            context.make_array(t)(context, builder, v)
+            for t, v in ((x_type, args[1]), (y_type, args[2]), (out_type, args[4]))
+        )
+        m, k = cgutils.unpack_tuple(builder, x.shape)
+        n = cgutils.unpack_tuple(builder, y.shape)[1]
+        char, void_p = ir.IntType(8), ir.IntType(8).as_pointer()
+
+        def operand(ty, array):  # (transpose?, leading dimension, data) of a C- or F-contiguous array
+            rows, cols = cgutils.unpack_tuple(builder, array.shape)
+            if ty.layout == "C":
+                return ir.Constant(char, ord("n")), cols, builder.bitcast(array.data, void_p)
+            return ir.Constant(char, ord("t")), rows, builder.bitcast(array.data, void_p)
+
+        def scalar(i):  # alpha or beta, converted to the dtype, in memory (BLAS takes pointers)
+            value = context.cast(builder, args[i], sig.args[i], out_type.dtype)
+            return builder.bitcast(cgutils.alloca_once_value(builder, value), void_p)
+
+        trans_y, ld_y, data_y = operand(y_type, y)
+        trans_x, ld_x, data_x = operand(x_type, x)
+        intp = cgutils.intp_t
+        signature = ir.FunctionType(
+            ir.IntType(32),
+            [char, char, char, intp, intp, intp, void_p, void_p, intp, void_p, intp, void_p, void_p, intp],
+        )
+        xxgemm = cgutils.get_or_insert_function(builder.module, signature, "numba_xxgemm")
+        kind = ir.Constant(char, ord(get_blas_kind(out_type.dtype)))
+        status = builder.call(
+            xxgemm,
+            (kind, trans_y, trans_x, n, m, k, scalar(0), data_y, ld_y, data_x, ld_x, scalar(3),
+             builder.bitcast(out.data, void_p), n),
+        )  # fmt: skip
+        check_blas_return(context, builder, status)
+        return context.get_dummy_value()
+
+    return sig, codegen
