@@ -9,7 +9,7 @@ export NNEXP_DATA_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 EXPERIMENTS := $(filter-out smoke,$(basename $(notdir $(wildcard experiments/*.yaml))))
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
 
-.PHONY: install test test-full bench bench-harness lint format clean run sweep ui report reproduce
+.PHONY: install test test-full bench bench-harness lint format clean run sweep ui server report reproduce
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ sweep: install
 
 ui: install
 	$(PY) -m nnexp.store ui
+
+# The team's MLflow tracking server on 127.0.0.1:5000 (ARGS: --backend-store-uri, --port, --auth, ...)
+server: install
+	$(PY) -m nnexp.server $(ARGS)
 
 report: install
 	$(PY) -m nnexp.report $(ARGS)
@@ -60,5 +64,5 @@ format: install
 	$(VENV)/bin/ruff check --fix nnexp hydra_plugins tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun reports mlflow.db mlartifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun reports mlflow.db mlartifacts optuna.journal
 	find . -name __pycache__ -prune -exec rm -rf {} +

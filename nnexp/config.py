@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
@@ -96,8 +97,16 @@ class Config:
 
 
 def register() -> None:
-    """Make the schema available to ``conf/config.yaml`` (its first default). Idempotent."""
+    """Make the schema available to ``conf/config.yaml`` (its first default). Idempotent.
+
+    ``conf/hydra/launcher/submitit_*.yaml`` set nnexp's defaults on the submitit plugin's launchers
+    of the same names: Hydra 1.3 merges them onto the plugin's schema, and warns that it will stop
+    doing so; hydra-core is pinned to 1.3.8, where it does.
+    """
     ConfigStore.instance().store(name="nnexp_schema", node=Config)
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/submitit_(local|slurm)' is validated", category=UserWarning
+    )
 
 
 class ConfigError(CompactHydraException):
@@ -209,6 +218,7 @@ class ValidateCallback(Callback):
             validate(config)
         except ConfigError as error:
             sys.exit(str(error))
+        check_store(config)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         def check(overrides: list[str]) -> None:
@@ -228,6 +238,17 @@ class ValidateCallback(Callback):
             sys.exit(describe(error))
         for overrides in jobs:
             check(overrides)
+        check_store(config)
+
+
+def check_store(config: DictConfig) -> None:
+    """Stop before anything is created if the MLflow store cannot be used (see ``store.check``)."""
+    from nnexp import store  # here, not above: the store's module imports MLflow
+
+    try:
+        store.check(store.store_uri(), config.tracking.experiment)
+    except store.StoreError as error:
+        sys.exit(str(error))
 
 
 @contextlib.contextmanager

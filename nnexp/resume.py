@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -35,6 +36,9 @@ from nnexp.config import ConfigError
 from nnexp.engine import Network
 from nnexp.engine.training import TrainingState
 from nnexp.tracking import FINISHED, RUNNING, run_params
+
+if TYPE_CHECKING:
+    from nnexp.sweep import SweepHandoff
 
 KEY = "resume"
 STALE_SECONDS = 600  # a RUNNING run on another host counts as dead after this long without a metric
@@ -149,19 +153,22 @@ class Resumption:
     skip: bool = False
 
 
-def find(cfg: DictConfig, sweep_parent: str | None, job_num: int) -> Resumption | None:
-    """The run this job takes up, or None when it starts one afresh (no ``resume``, or a job of a
-    resumed sweep that never started). In a sweep the job's run is found by its job number."""
-    resume_id = cfg.get(KEY)
-    if resume_id is None:
-        return None
-    client = store.connect(store.store_uri())
-    if sweep_parent is None:
-        run = get_run(client, resume_id)
+def find(cfg: DictConfig, sweep: SweepHandoff | None, job_num: int) -> Resumption | None:
+    """The run this job takes up, or None when it starts one afresh.
+
+    On its own, a job takes up the run ``resume`` names, if any. In a sweep, a job always looks for
+    its run by job number first: one exists when the sweep is resumed, and when a scheduler requeued
+    the job (submitit runs it again with the same job number after a preemption or time-out).
+    """
+    if sweep is None:
+        if cfg.get(KEY) is None:
+            return None
+        client = store.connect(store.store_uri())
+        run = get_run(client, cfg.get(KEY))
     else:
-        experiment_id = get_run(client, sweep_parent).info.experiment_id
-        query = f"tags.`{tags.SWEEP_ID}` = '{sweep_parent}' and tags.`{tags.JOB}` = '{job_num}'"
-        found = client.search_runs([experiment_id], query)
+        client = sweep.client()
+        query = f"tags.`{tags.SWEEP_ID}` = '{sweep.parent_run_id}' and tags.`{tags.JOB}` = '{job_num}'"
+        found = client.search_runs([sweep.experiment_id], query)
         if not found:
             return None
         run = found[0]

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.entities import DatasetInput
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from nnexp import checkpoints, config, resume, store, tags, tracking
+from nnexp import checkpoints, config, record, resume, store, tags, tracking
 from nnexp.engine import DataError, Dataset, Network, load, sgd
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, SPLITS, Metrics, key
 from nnexp.engine.training import TrainingState
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     c = config.validate(cfg)
     job = HydraConfig.get()
     sweep = SweepHandoff.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
-    taken_up = resume.find(cfg, sweep.parent_run_id if sweep else None, job.job.get("num", 0))
+    taken_up = resume.find(cfg, sweep, job.job.get("num", 0))
     if taken_up is not None and taken_up.skip:
         print(f"{taken_up.run.info.run_name}: FINISHED before, left alone")
         return tracking.RunResult.of(taken_up.client, taken_up.run)
@@ -65,18 +66,17 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     if taken_up is not None:
         run = tracking.TrackedRun.reopen(taken_up.client, taken_up.run, state.history, c.train.epochs)
     else:
-        run = start_run(cfg, c, job, sweep)
-    side_by_side = job.mode == RunMode.MULTIRUN and job.launcher.get("n_jobs") not in (None, 1)
-    if side_by_side:
-        # One BLAS thread per job, so that two jobs on two cores do not each start two threads and fight
-        # over them. Left set for the worker's life: it only runs this sweep's jobs. (Set and restored
-        # around each job instead, the second wave of jobs ran twice as slow.)
-        threadpool_limits(limits=1)
+        run = start_run(cfg, c, job, sweep, record.dataset_input(c.data, dataset))
+    threads = blas_threads(job)
+    if threads is not None:
+        # Left set for the worker's life: it only runs this sweep's jobs. (Set and restored around each
+        # job instead, the second wave of jobs ran twice as slow.)
+        threadpool_limits(limits=threads)
     output_dir = Path(job.runtime.output_dir)
     pruned = False  # stays so when training diverges: ending() swallows that, the run ends FAILED
     with tracking.ending(run):
         pruned = train(
-            c.train, run, net, state, dataset, reporter, live=sys.stdout.isatty() and not side_by_side
+            c.train, run, net, state, dataset, reporter, live=sys.stdout.isatty() and threads is None
         )
         run.log_summary()
         run.log_outputs(net, output_dir, OmegaConf.to_yaml(cfg, resolve=True), output_dir / job.output_subdir)
@@ -86,6 +86,17 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     if run.status != tracking.FINISHED and job.mode == RunMode.RUN:
         sys.exit(1)
     return run.result(pruned)
+
+
+def blas_threads(job: DictConfig) -> int | None:
+    """The BLAS threads this job may use: one per CPU a submitit launcher gives it (SLURM gives one
+    unless told), one when jobs run side by side (joblib), else BLAS's own choice: every core. Jobs
+    side by side that each start a thread per core fight over the cores and all run slower."""
+    if "cpus_per_task" in job.launcher:
+        return job.launcher.cpus_per_task or 1
+    if job.mode == RunMode.MULTIRUN and job.launcher.get("n_jobs") not in (None, 1):
+        return 1
+    return None
 
 
 class Pruned(Exception):
@@ -165,10 +176,10 @@ def train(
 
 
 def start_run(
-    cfg: DictConfig, c: config.Config, job: DictConfig, sweep: SweepHandoff | None
+    cfg: DictConfig, c: config.Config, job: DictConfig, sweep: SweepHandoff | None, data: DatasetInput
 ) -> tracking.TrackedRun:
-    """Create this job's run: nested under the sweep's parent when a sweep launched it, else on its own
-    in the store of the directory the command was started in."""
+    """Create this job's run, with its data as its input: nested under the sweep's parent when a sweep
+    launched it, else on its own in the store of the directory the command was started in."""
     if sweep is not None:
         client, experiment_id = MlflowClient(sweep.tracking_uri), sweep.experiment_id
     else:
@@ -179,7 +190,7 @@ def start_run(
         tags.SWEEP_ID: sweep.parent_run_id if sweep else "",
         tags.JOB: str(job.job.get("num", 0)),
         tags.SEED: str(c.seed),
-        tags.GIT_COMMIT: tracking.git_commit(),
+        **record.source_tags(),
         tags.TRAIN_EPOCHS: str(c.train.epochs),
     }
     if c.trial is not None:
@@ -187,7 +198,7 @@ def start_run(
     if sweep is not None:
         run_tags[tags.PARENT] = sweep.parent_run_id
     name = run_name(overrides, c.seed)
-    return tracking.TrackedRun.create(client, experiment_id, name, run_tags, tracking.run_params(cfg))
+    return tracking.TrackedRun.create(client, experiment_id, name, run_tags, tracking.run_params(cfg), data)
 
 
 def run_name(overrides: list[str], seed: int) -> str:

@@ -217,7 +217,13 @@ def build(settings: DictConfig | None, what: str) -> Any:
 
 
 def check_storage(storage: str) -> None:
-    """Whether the study's storage can be opened, without creating anything in it."""
+    """Whether the study's storage can be opened, without creating anything in it; and that it holds
+    no password, which would travel with the sweep's settings into its logs and tags."""
+    if store.shown(storage) != storage:
+        raise ConfigError(
+            f"hydra.sweeper.storage={store.shown(storage)} holds a password: give it as PGPASSWORD "
+            "(or in ~/.pgpass) instead, or it would be logged with the search"
+        )
     if "://" in storage:
         from sqlalchemy import create_engine
         from sqlalchemy.exc import SQLAlchemyError
@@ -226,25 +232,12 @@ def check_storage(storage: str) -> None:
             with create_engine(storage).connect():
                 pass
         except (SQLAlchemyError, ImportError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0].replace(storage, shown(storage))
-            raise ConfigError(f"cannot open the study's storage {shown(storage)}: {reason}") from None
+            reason = str(error).strip().splitlines()[0]
+            raise ConfigError(f"cannot open the study's storage {storage}: {reason}") from None
         return
     folder = Path(storage).parent
     if not folder.is_dir():
         raise ConfigError(f"cannot open the study's storage {storage}: no directory {folder}")
-
-
-def shown(storage: str) -> str:
-    """The storage as it may be printed or logged: a database URL without its password."""
-    if "://" not in storage:
-        return storage
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(storage).render_as_string(hide_password=True)
-    except ArgumentError:
-        return storage.split("://")[0] + "://..."  # not a URL SQLAlchemy reads: show none of it
 
 
 # --- The driver ---------------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ never creates one.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from mlflow.tracking import MlflowClient
 
@@ -25,8 +27,19 @@ HOST, PORT = "127.0.0.1", 5000  # where `mlflow ui` serves the store (`python -m
 UI = f"http://{HOST}:{PORT}"
 
 
+PREFLIGHT_SECONDS = 5.0  # how long a server may take to answer before a command gives up on it
+# The MLflow client otherwise retries an unanswering server for minutes (7 retries, backoff factor 2,
+# 120 s timeouts): a few quick retries ride out a hiccup, and a lost server fails the job soon.
+for _name, _value in {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
 class StoreError(Exception):
-    """The store cannot be used (missing, unreadable...): reported as one line, no traceback."""
+    """The store cannot be used (missing, corrupt, not answering, refusing): one line, no traceback."""
 
 
 def store_uri(start_dir: Path | None = None) -> str:
@@ -78,7 +91,103 @@ def connect(uri: str) -> MlflowClient:
         raise StoreError(
             f"no MLflow store at {path} (run `python -m nnexp.run` here first, or set MLFLOW_TRACKING_URI)"
         )
+    check(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def shown(uri: str) -> str:
+    """A URI as it may be printed or logged: its password, if it holds one, replaced by ***."""
+    parts = urlsplit(uri)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':')[0]}:***@{host}"))
+
+
+def check(uri: str, experiment: str | None = None) -> None:
+    """Refuse a store that cannot be used, in one line and before anything is created: a sqlite file
+    that is not an MLflow database, a server that does not answer within seconds, fails, or refuses
+    the user (401) or their access to ``experiment`` (403); and credentials written into the URI,
+    which would then travel in logs (give them as MLFLOW_TRACKING_USERNAME / _PASSWORD)."""
+    if shown(uri) != uri:
+        raise StoreError(
+            f"MLFLOW_TRACKING_URI={shown(uri)} holds a password: give it as MLFLOW_TRACKING_PASSWORD instead"
+        )
+    path = local_path(uri)
+    if path is not None and urlparse(uri).scheme == "sqlite":
+        check_sqlite(path)
+    elif urlparse(uri).scheme in ("http", "https"):
+        check_server(uri, experiment)
+
+
+def check_sqlite(path: Path) -> None:
+    """A sqlite store must be an MLflow database, or not exist yet (or be empty: MLflow fills it)."""
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.Error as error:
+        raise StoreError(f"the MLflow store {path} is unreadable or corrupt ({error})") from None
+    if tables and "alembic_version" not in tables:
+        raise StoreError(
+            f"the MLflow store {path} is a sqlite database but not MLflow's (no alembic_version)"
+        )
+
+
+def check_server(uri: str, experiment: str | None) -> None:
+    """Ask the server for ``experiment``, as the user the environment names, and, on a server with
+    MLflow's basic-auth app, whether that user may write to it."""
+    import requests  # only a server needs it
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    who = f"user {user!r}" if user else "an anonymous user (MLFLOW_TRACKING_USERNAME is not set)"
+    name = experiment or "Default"
+
+    def get(path: str, **params: str) -> requests.Response:
+        try:
+            return requests.get(
+                f"{uri.rstrip('/')}{path}", params=params, auth=auth, timeout=PREFLIGHT_SECONDS
+            )
+        except requests.Timeout:
+            raise StoreError(
+                f"the MLflow server {uri} does not answer within {PREFLIGHT_SECONDS:g} s"
+            ) from None
+        except requests.ConnectionError:
+            raise StoreError(f"the MLflow server {uri} does not answer: cannot connect") from None
+
+    found = get("/api/2.0/mlflow/experiments/get-by-name", experiment_name=name)
+    if found.status_code == 401:
+        raise StoreError(
+            f"the MLflow server {uri} refused {who}: 401 not authenticated (wrong or missing "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+        )
+    if found.status_code == 403:
+        raise StoreError(
+            f"the MLflow server {uri} refused {who}: 403 permission denied on experiment {name!r}"
+        )
+    if found.status_code == 404 and "RESOURCE_DOES_NOT_EXIST" in found.text:
+        return  # the experiment will be created
+    if not found.ok:
+        raise StoreError(f"the MLflow server {uri} failed: HTTP {found.status_code} {found.reason}")
+    experiment_id = found.json()["experiment"]["experiment_id"]
+    if user is None:
+        return
+    access = get(
+        "/api/3.0/mlflow/users/permissions/get",
+        username=user,
+        resource_type="experiment",
+        resource_id=experiment_id,
+    )
+    if access.ok and access.json().get("permission") not in WRITERS:
+        raise StoreError(
+            f"the MLflow server {uri} refused {who}: 403 permission denied, it may only "
+            f"{access.json().get('permission', 'READ').lower()} experiment {name!r}"
+        )
+
+
+WRITERS = ("EDIT", "MANAGE")  # the basic-auth app's permissions that may create runs in an experiment
 
 
 def runs_url(experiment_id: str) -> str:

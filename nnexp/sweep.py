@@ -21,11 +21,10 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from nnexp import report, resume, store, tags, tracking
+from nnexp import record, report, resume, store, tags, tracking
 from nnexp.config import sweep_jobs
 from nnexp.engine.history import OBJECTIVE
 
@@ -90,8 +89,8 @@ class SweepCallback(Callback):
             self.sweep = SweepHandoff(uri, experiment_id, parent_id, *where)
             atexit.register(self._end_if_open)
             self.sweep.save(Path(config.hydra.sweep.dir))
-        except (MlflowException, OSError) as error:
-            sys.exit(f"cannot start the sweep's MLflow run: {error}")
+        except Exception as error:  # any: Hydra would only warn, and the jobs would run untracked
+            sys.exit(f"cannot start the sweep's MLflow run: {str(error).strip().splitlines()[0]}")
 
     def _create(self, config: DictConfig, experiment_id: str, kind: dict[str, str]) -> Run:
         """A new parent run, with what a resume needs: its overrides and launcher settings."""
@@ -100,7 +99,7 @@ class SweepCallback(Callback):
             **kind,
             tags.OVERRIDES: overrides,
             tags.HYDRA_OVERRIDES: tags.join_overrides(config.hydra.overrides.hydra),
-            tags.GIT_COMMIT: tracking.git_commit(),
+            **record.source_tags(),
             **tracking.process_tags(),
         }
         return self.client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags=run_tags)

@@ -9,24 +9,20 @@ callback, and ``TrackedRun.log_epoch`` is that callback.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param, Run, RunStatus
+from mlflow.entities import DatasetInput, Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from nnexp import tags
+from nnexp import record, tags
 from nnexp.engine import DivergenceError, Network, summarize
 from nnexp.engine.history import CURVES, EPOCH, EPOCH_SECONDS, ETA, OBJECTIVE, Metrics
 from nnexp.plots import plot_learning_curves
@@ -41,25 +37,6 @@ WALL_SECONDS = "wall_seconds"
 
 # MLflow draws a progress bar for every artifact it copies; in a run's output, one per run is noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def git_commit() -> str:
-    """The commit of the code that ran, with "-dirty" when the work tree had changes; "" outside git."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        )
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
@@ -146,11 +123,14 @@ class TrackedRun:
         name: str,
         run_tags: Mapping[str, str],
         params: Mapping[str, str],
+        data: DatasetInput,
     ) -> TrackedRun:
+        """A new run with its tags, params and input data."""
         run = client.create_run(experiment_id, run_name=name, tags={**run_tags, **process_tags()})
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), BATCH):
             client.log_batch(run.info.run_id, params=items[start : start + BATCH], synchronous=True)
+        client.log_inputs(run.info.run_id, datasets=[data])
         return cls(client, experiment_id, run.info.run_id, name)
 
     @classmethod
@@ -188,7 +168,8 @@ class TrackedRun:
 
     def log_outputs(self, net: Network, out_dir: Path, config_yaml: str, hydra_dir: Path | None) -> None:
         """The resolved config, Hydra's own record of the job, metrics.csv, the learning curves, the
-        weights (``Network.load``-able) and a pyfunc model; each file is also kept in ``out_dir``."""
+        weights (``Network.load``-able), and the network as a logged model of the run; each file is
+        also kept in ``out_dir``."""
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(config_yaml)
         history = pd.DataFrame(self.history)
@@ -199,26 +180,7 @@ class TrackedRun:
             self.client.log_artifact(self.run_id, str(out_dir / name))
         if hydra_dir is not None and hydra_dir.is_dir():
             self.client.log_artifacts(self.run_id, str(hydra_dir), ".hydra")
-        self._log_model(out_dir / "network.npz")
-
-    def _log_model(self, weights: Path) -> None:
-        """A pyfunc model under "model": ``mlflow.pyfunc.load_model(f"runs:/{id}/model").predict(images)``
-        returns digits. Requirements are given, not inferred: inference imports and probes the whole
-        environment, which would cost more than a short training run."""
-        import mlflow.pyfunc  # lazy: only the end of a run needs it, and it is slow to import
-
-        package = Path(__file__).parent
-        with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow.pyfunc"):
-            path = Path(tmp) / "model"
-            # No signature on purpose: MLflow would then reject float64 or integer images outright.
-            mlflow.pyfunc.save_model(
-                path=str(path),
-                python_model=str(package / "pyfunc_model.py"),
-                artifacts={"network": str(weights)},
-                code_paths=[str(package)],
-                pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
-            )
-            self.client.log_artifacts(self.run_id, str(path), "model")
+        record.log_model(self, net, out_dir / "network.npz")
 
     def end(self, status: str, reason: str | None = None) -> None:
         if reason is not None:
@@ -237,24 +199,13 @@ class TrackedRun:
 
 
 @contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """Silence a logger's warnings for a moment (MLflow warns on every model saved without a signature)."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
 def ending(run: TrackedRun) -> Iterator[TrackedRun]:
     """End ``run`` however its body ends, so no run is ever left RUNNING.
 
     Divergence is a result, not a crash: the run ends FAILED with a failure_reason and the epochs it had,
-    and the exception is swallowed so a sweep goes on. Ctrl-C ends it KILLED, anything else FAILED; both
-    are re-raised.
+    and the exception is swallowed so a sweep goes on. Ctrl-C and an exit asked for by a signal handler
+    (submitit's, when a scheduler preempts the job) end it KILLED, anything else FAILED; all are
+    re-raised.
     """
     try:
         yield run
@@ -263,6 +214,9 @@ def ending(run: TrackedRun) -> Iterator[TrackedRun]:
         run.end(FAILED, reason=f"diverged: {error}")
     except KeyboardInterrupt:
         run.end(KILLED, reason="interrupted")
+        raise
+    except SystemExit as stop:  # submitit's answer to a preemption or time-out: checkpointed, requeued
+        run.end(KILLED, reason=f"stopped (exit status {stop.code}): preempted, timed out or told to exit")
         raise
     except BaseException as error:
         run.end(FAILED, reason=f"{type(error).__name__}: {error}")

@@ -75,12 +75,14 @@ def store(tmp_path, monkeypatch) -> str:
 
 @pytest.fixture
 def nnexp_run(tmp_path):
-    """Run ``python -m nnexp.run *args`` in ``tmp_path`` (so its outputs and store land there)."""
+    """Run ``python -m nnexp.run *args`` in ``tmp_path`` (so its outputs and store land there), or ``cwd``."""
 
-    def run(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, timeout: float = 120, cwd: Path | None = None, **kwargs
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "nnexp.run", *args],
-            cwd=tmp_path,
+            cwd=cwd or tmp_path,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -232,3 +232,33 @@ def test_a_checkpoint_write_killed_midway_leaves_the_last_one_whole(tmp_path, st
         net, state = checkpoints.load(client, run_id)
         assert state.epoch >= written and state.eta == 0.5, attempt
         np.testing.assert_array_equal(net.biases[0], np.full(1000, state.epoch, dtype=np.float32))
+
+
+@pytest.mark.mnist
+def test_a_preempted_submitit_job_is_requeued_and_goes_on_in_its_run(tmp_path, store):
+    """submitit's local executor signals a job as SLURM does when it preempts it (USR2): the job
+    checkpoints, is requeued, runs again with the same job number and goes on in the same run."""
+    sweep = start(
+        tmp_path, "-m", "hydra/launcher=submitit_local", "seed=1,2", "data.train_size=10000", "train.epochs=6"
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("multirun/*/*/nnexp_sweep.json")):  # the store is set up: watch it
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    client = MlflowClient(store)
+    while time.monotonic() < deadline:  # the jobs' output goes to submitit's logs: watch the store
+        running = [r for r in runs(store)[1] if r.data.tags.get("nnexp.job") == "0"]
+        if running and len(client.get_metric_history(running[0].info.run_id, "eta")) >= 2:
+            break
+        time.sleep(0.2)
+    (preempted,) = running
+    os.kill(int(preempted.data.tags["nnexp.pid"]), signal.SIGUSR2)
+    assert sweep.wait(timeout=300) == 0
+
+    _, after = runs(store)
+    children = [r for r in after if r.data.tags.get("nnexp.sweep") != "true"]
+    assert sorted(r.data.tags["nnexp.job"] for r in children) == ["0", "1"]  # no second run for job 0
+    job0 = next(r for r in children if r.data.tags["nnexp.job"] == "0")
+    assert job0.info.run_id == preempted.info.run_id and job0.info.status == "FINISHED"
+    assert job0.data.tags["nnexp.pid"] != preempted.data.tags["nnexp.pid"]  # taken up by the requeued job
+    assert [m.step for m in client.get_metric_history(job0.info.run_id, "eta")] == [1, 2, 3, 4, 5, 6]

@@ -1,7 +1,10 @@
 """``python -m nnexp.run`` end to end: real Hydra, a real sqlite MLflow store in a temp dir."""
 
+import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -86,7 +89,8 @@ def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
     tags = run.data.tags
     assert tags["nnexp.overrides"] == "data.train_size=1000 train.epochs=2 train.eta=1.0"
     assert (tags["nnexp.sweep_id"], tags["nnexp.job"], tags["nnexp.seed"]) == ("", "0", "0")
-    assert len(tags["nnexp.git_commit"].removesuffix("-dirty")) == 40
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["nnexp.git_dirty"] in ("true", "false")
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("nnexp/run.py", "LOCAL")
     params = run.data.params
     assert (params["train.eta"], params["model.hidden"], params["seed"]) == ("1.0", "[30]", "0")
     for key in EPOCH_KEYS:
@@ -102,7 +106,7 @@ def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
         "learning_curves.png",
         "network.npz",
         ".hydra",
-        "model",
+        "checkpoint",
     }
     local = tmp_path / "download"
     local.mkdir()
@@ -112,11 +116,18 @@ def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
     test = data.load("mnist", train_size=10).test
     net = Network.load(client.download_artifacts(run.info.run_id, "network.npz", str(local)))
     assert net.evaluate(test.X, test.y, 1000)[1] == pytest.approx(metrics["final_test_accuracy"])
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    digits = model.predict(test.X[:100])
-    assert digits.shape == (100,) and set(digits) <= set(range(10))
-    assert np.array_equal(digits, net.predict(test.X[:100]))
-    assert np.array_equal(model.predict(pd.DataFrame(test.X[:5])), digits[:5])
+    (dataset,) = run.inputs.dataset_inputs  # the runs table's Dataset column
+    assert dataset.dataset.name == "mnist train_size=1000" and len(dataset.dataset.digest) == 12
+    assert json.loads(dataset.dataset.profile) == {"train": 1000, "validation": 10000, "test": 10000}
+    (output,) = run.outputs.model_outputs  # ... and its Models column: a logged model of the run
+    for uri in (f"models:/{output.model_id}", f"runs:/{run.info.run_id}/model"):
+        model = mlflow.pyfunc.load_model(uri)
+        digits = model.predict(test.X[:100])
+        assert digits.shape == (100,) and set(digits) <= set(range(10))
+        assert np.array_equal(digits, net.predict(test.X[:100]))
+        assert model.metadata.signature is not None
+        for images in (test.X[:5].astype(np.float64), pd.DataFrame(test.X[:5])):  # what users pass
+            assert np.array_equal(np.asarray(model.predict(images)).ravel(), digits[:5])
 
 
 def test_same_config_and_seed_give_identical_histories(store, nnexp_run):
@@ -186,3 +197,22 @@ def test_a_diverging_run_ends_failed_and_exits_non_zero(store, nnexp_run):
     assert "FAILED, diverged: " in result.stderr
     _, (run,) = all_runs(store)
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"].startswith("diverged: ")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "directory", "foreign"])
+def test_a_corrupt_or_unreadable_store_is_named_in_one_line(tmp_path, store, nnexp_run, damage):
+    path = tmp_path / "mlflow.db"
+    if damage == "garbage":
+        path.write_bytes(b"this is no sqlite database, nor anything else" * 100)
+    elif damage == "directory":
+        path.mkdir()
+    else:  # a sqlite database, but not MLflow's
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("create table notes (text)")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for command in (("-m", "nnexp.run", "data=digits"), ("-m", "nnexp.report")):
+        result = subprocess.run([sys.executable, *command], cwd=tmp_path, capture_output=True, text=True)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and str(path) in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -160,8 +160,9 @@ def test_same_seed_same_trials(tmp_path, nnexp_run):
         ),
         (
             ["hydra.sweeper.storage=postgresql://nnexp:s3cret@127.0.0.1:9/x"],
-            "cannot open the study's storage",
+            "hydra.sweeper.storage=postgresql://nnexp:***@127.0.0.1:9/x holds a password",
         ),
+        (["hydra.sweeper.storage=postgresql://nnexp@127.0.0.1:9/x"], "cannot open the study's storage"),
     ],
 )
 def test_bad_search_input_is_one_line_and_creates_nothing(tmp_path, nnexp_run, args, message):

@@ -1,0 +1,110 @@
+"""What MLflow's runs table shows besides params and metrics: the Source, Dataset and Models columns.
+
+MLflow reads them from its standard source tags, from the run's inputs (``log_inputs``), and from
+MLflow 3 logged models linked to the run. nnexp fills all three for every run, so a run found in the
+UI says which code made it, on which data, and gives back a network that predicts digits:
+
+    mlflow.pyfunc.load_model(f"models:/{model_id}").predict(images)   # or runs:/<run id>/model
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput
+
+from nnexp import config, tags
+from nnexp.engine import Network, data
+from nnexp.engine.data import Dataset as Data
+from nnexp.engine.history import SPLITS
+
+if TYPE_CHECKING:
+    from nnexp.tracking import TrackedRun
+
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+MODEL = "model"  # the logged model's name: runs:/<run id>/model finds it too
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags (the entry point and the commit of the code that ran), and whether the
+    work tree had uncommitted changes; no git tags outside a git checkout."""
+    found = {tags.SOURCE_NAME: "nnexp/run.py", tags.SOURCE_TYPE: "LOCAL"}
+    try:
+        head = _git("rev-parse", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return found
+    return {**found, tags.GIT_COMMIT: head, tags.GIT_DIRTY: str(dirty).lower()}
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def dataset_input(c: config.DataConfig, dataset: Data) -> DatasetInput:
+    """The run's data as MLflow's Dataset column shows it: its name and the split that made it, a digest
+    of its content (the canonical files' md5s, or the digits' bytes, and the split), where it came
+    from, and the sizes of its splits."""
+    if c.name == "mnist":
+        content, source = [md5 for md5, _, _ in data.MNIST_FILES.values()], str(data.find_mnist())
+    else:
+        content = [hashlib.md5(part.X.tobytes() + part.y.tobytes()).hexdigest() for part in _splits(dataset)]
+        source = "sklearn.datasets.load_digits"
+    split = {"train_size": c.train_size, "expand": c.expand}
+    digest = hashlib.md5(json.dumps([content, split]).encode()).hexdigest()[:12]
+    name = c.name + "".join(f" {key}={value}" for key, value in split.items() if value)
+    profile = {split: len(part.y) for split, part in zip(SPLITS, _splits(dataset), strict=True)}
+    schema = {"X": [None, dataset.n_inputs], "y": [None], "pixels": "[0, 1]", "classes": dataset.n_classes}
+    return DatasetInput(
+        Dataset(name, digest, "local", json.dumps({"uri": source}), json.dumps(schema), json.dumps(profile)),
+        tags=[InputTag("mlflow.data.context", "training")],
+    )
+
+
+def _splits(dataset: Data) -> list:
+    return [getattr(dataset, split) for split in SPLITS]
+
+
+def log_model(run: TrackedRun, net: Network, weights: Path) -> str:
+    """The trained network as an MLflow 3 logged model of the run (its Models column), loadable with
+    ``mlflow.pyfunc.load_model(f"models:/{model_id}")``; returns the model id.
+
+    Its signature takes rows of ``sizes[0]`` pixels as doubles: MLflow then accepts float32 and
+    float64 arrays and DataFrames (and uint8), where a tensor signature would refuse every dtype but
+    one. Requirements are given, not inferred: inference imports and probes the whole environment,
+    which costs more than a short training run.
+    """
+    import mlflow.pyfunc  # only the end of a run needs these, and they are slow to import
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    client, run_id = run.client, run.run_id
+    model = client.create_logged_model(
+        run.experiment_id, name=MODEL, source_run_id=run_id, model_type="nnexp"
+    )
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("double") for _ in range(net.sizes[0])]), outputs=Schema([ColSpec("long")])
+    )
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow asks for an input example with every model it saves
+        mlflow.pyfunc.save_model(
+            path=tmp + "/model",
+            python_model=str(PACKAGE / "pyfunc_model.py"),
+            artifacts={"network": str(weights)},
+            code_paths=[str(PACKAGE)],
+            pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
+            signature=signature,
+        )
+        client.log_model_artifacts(model.model_id, tmp + "/model")
+    client.finalize_logged_model(model.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, len(run.history))])
+    return model.model_id
