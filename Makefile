@@ -7,7 +7,8 @@ export NNEXP_DATA_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 # the book's experiments, in the order of its table (experiments/*.yaml but smoke)
 EXPERIMENTS := $(filter-out smoke,$(basename $(notdir $(wildcard experiments/*.yaml))))
-PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
+# a job per core, each on one BLAS thread
+PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=-1
 
 .PHONY: install test test-full bench bench-harness lint format clean run sweep ui server report reproduce
 
@@ -36,7 +37,7 @@ server: install
 report: install
 	$(PY) -m nnexp.report $(ARGS)
 
-# Every book experiment as a sweep (seeds and settings side by side on two cores), the chapter-3
+# Every book experiment as a sweep (seeds and settings side by side, a job per core), the chapter-3
 # search (one trial at a time: reproducible), then RESULTS.md.
 reproduce: install
 	for e in $(EXPERIMENTS); do $(PY) -m nnexp.run -m $(PARALLEL) experiment=$$e || exit 1; done
@@ -53,7 +54,7 @@ bench: install
 	cd benchmarks && ../$(PY) bench_engine.py
 
 bench-harness: install
-	$(PY) benchmarks/bench_harness.py
+	$(PY) benchmarks/bench_harness.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check nnexp hydra_plugins tests benchmarks

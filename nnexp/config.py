@@ -73,6 +73,7 @@ class TrainConfig:
     momentum: float = MISSING
     schedule: str = MISSING
     early_stopping: int | None = MISSING  # n of the no-improvement-in-n rule; None = never stop early
+    backend: str = MISSING  # the engine's: auto (numba when it can), numpy or numba
 
 
 @dataclass
@@ -158,6 +159,7 @@ def validate(cfg: DictConfig) -> Config:
             t.early_stopping is None or t.early_stopping >= 1,
             "null (never) or an integer >= 1",
         ),
+        ("train.backend", t.backend, t.backend in training.BACKENDS, _one_of(training.BACKENDS)),
         ("dtype", c.dtype, c.dtype in components.DTYPES, _one_of(components.DTYPES)),
         (
             "tracking.experiment",

@@ -40,14 +40,29 @@ def _save(histories: Mapping[str, pd.DataFrame], metrics: Sequence[str], path, t
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r} (accepted: {', '.join(METRICS)})")
     colors = _colors(len(histories))
-    fig = Figure(figsize=(12, 3.4 * len(metrics) + 0.4 * _legend_rows(len(histories))), layout="constrained")
+    legend = len(histories) > 1
+    # Constrained layout makes room for a legend of any length, at half the figure's drawing time; a
+    # single run's figure has none, and fixed margins fit it.
+    fig = Figure(
+        figsize=(12, 3.4 * len(metrics) + 0.4 * _legend_rows(len(histories))),
+        layout="constrained" if legend else None,
+    )
+    if not legend:
+        fig.subplots_adjust(
+            left=0.06,
+            right=0.99,
+            bottom=0.17 / len(metrics),
+            top=1 - 0.2 / len(metrics),
+            wspace=0.25,
+            hspace=0.3,
+        )
     axes = fig.subplots(len(metrics), len(SPLITS), squeeze=False, sharex=True)
     for row, metric in zip(axes, metrics, strict=False):
         _draw_row(row, histories, metric, colors)
     for ax in axes[-1]:
         ax.set_xlabel("Epoch")
     fig.suptitle(title, fontsize="large")
-    if len(histories) > 1:
+    if legend:
         fig.legend(
             handles=axes[0][0].get_lines(),
             loc="outside lower center",

@@ -10,15 +10,15 @@ UI says which code made it, on which data, and gives back a network that predict
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import shutil
 import subprocess
+import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput
 
 from nnexp import config, tags
@@ -57,7 +57,9 @@ def dataset_input(c: config.DataConfig, dataset: Data) -> DatasetInput:
     if c.name == "mnist":
         content, source = [md5 for md5, _, _ in data.MNIST_FILES.values()], str(data.find_mnist())
     else:
-        content = [hashlib.md5(part.X.tobytes() + part.y.tobytes()).hexdigest() for part in _splits(dataset)]
+        content = [
+            hashlib.md5(part.pixels.tobytes() + part.y.tobytes()).hexdigest() for part in _splits(dataset)
+        ]
         source = "sklearn.datasets.load_digits"
     split = {"train_size": c.train_size, "expand": c.expand}
     digest = hashlib.md5(json.dumps([content, split]).encode()).hexdigest()[:12]
@@ -76,35 +78,57 @@ def _splits(dataset: Data) -> list:
 
 def log_model(run: TrackedRun, net: Network, weights: Path) -> str:
     """The trained network as an MLflow 3 logged model of the run (its Models column), loadable with
-    ``mlflow.pyfunc.load_model(f"models:/{model_id}")``; returns the model id.
+    ``mlflow.pyfunc.load_model(f"models:/{model_id}")``; returns the model id."""
+    client = run.client
+    model = client.create_logged_model(
+        run.experiment_id, name=MODEL, source_run_id=run.run_id, model_type="nnexp"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_model(Path(tmp), net, weights)
+        client.log_model_artifacts(model.model_id, tmp)
+    client.finalize_logged_model(model.model_id, "READY")
+    client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, len(run.history))])
+    return model.model_id
+
+
+def write_model(folder: Path, net: Network, weights: Path) -> None:
+    """An MLflow pyfunc model in ``folder``, written as MLflow's custom flavors are: its MLmodel file,
+    the weights, the code that loads them (``nnexp/pyfunc_model.py`` and the engine, nothing of the
+    harness) and the environment it needs. (``mlflow.pyfunc.save_model`` would also copy the whole
+    package and scan every installed distribution to check the requirements: most of a second.)
 
     Its signature takes rows of ``sizes[0]`` pixels as doubles: MLflow then accepts float32 and
     float64 arrays and DataFrames (and uint8), where a tensor signature would refuse every dtype but
-    one. Requirements are given, not inferred: inference imports and probes the whole environment,
-    which costs more than a short training run.
+    one.
     """
-    import mlflow.pyfunc  # only the end of a run needs these, and they are slow to import
-    from mlflow.models import ModelSignature
+    from mlflow.models import Model, ModelSignature  # only the end of a run needs MLflow's models
+    from mlflow.pyfunc import add_to_model
     from mlflow.types.schema import ColSpec, Schema
 
-    client, run_id = run.client, run.run_id
-    model = client.create_logged_model(
-        run.experiment_id, name=MODEL, source_run_id=run_id, model_type="nnexp"
+    code = folder / "code" / "nnexp"
+    shutil.copytree(PACKAGE / "engine", code / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+    for module in ("__init__.py", "pyfunc_model.py"):
+        shutil.copy(PACKAGE / module, code / module)
+    shutil.copy(weights, folder / "network.npz")
+    requirements = [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
+    (folder / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    python = ".".join(map(str, sys.version_info[:3]))
+    (folder / "python_env.yaml").write_text(
+        f"python: {python}\nbuild_dependencies:\n- pip\ndependencies:\n- -r requirements.txt\n"
     )
     signature = ModelSignature(
         inputs=Schema([ColSpec("double") for _ in range(net.sizes[0])]), outputs=Schema([ColSpec("long")])
     )
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MLflow asks for an input example with every model it saves
-        mlflow.pyfunc.save_model(
-            path=tmp + "/model",
-            python_model=str(PACKAGE / "pyfunc_model.py"),
-            artifacts={"network": str(weights)},
-            code_paths=[str(PACKAGE)],
-            pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
-            signature=signature,
-        )
-        client.log_model_artifacts(model.model_id, tmp + "/model")
-    client.finalize_logged_model(model.model_id, "READY")
-    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, len(run.history))])
-    return model.model_id
+    model = Model(signature=signature)
+    add_to_model(
+        model,
+        loader_module="nnexp.pyfunc_model",
+        data="network.npz",
+        code="code",
+        python_env="python_env.yaml",
+    )
+    model.save(str(folder / "MLmodel"))
+
+
+# What the model's code imports, and MLflow to load it: pinned to the versions that trained it.
+REQUIREMENTS = ("mlflow", "numpy", "scipy", "platformdirs")

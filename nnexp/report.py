@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from nnexp import store, tags
 from nnexp.engine import history as vocabulary
 from nnexp.engine.history import EPOCH, final, summarize
-from nnexp.plots import plot_learning_curves, plot_metric
+from nnexp.plots import plot_metric
 from nnexp.tracking import WALL_SECONDS, stored_history
 
 UNSET = "(default)"  # shown for an override key that a run did not set
@@ -184,7 +184,8 @@ def table_row(run: Run, history: pd.DataFrame) -> dict:
 
 
 def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: str) -> list[Path]:
-    """Write accuracy.png, cost.png, learning_curves.png, summary.csv and summary.md into out_dir."""
+    """Write accuracy.png, cost.png, summary.csv and summary.md into out_dir. (The two figures are the
+    rows of one run's learning_curves.png, for many runs: one figure of both would repeat them.)"""
     if not run_ids:
         raise ReportError("no runs to report")
     out = Path(out_dir)
@@ -196,7 +197,6 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
     paths = [
         plot_metric(by_label, "accuracy", out / "accuracy.png", f"{title}: accuracy"),
         plot_metric(by_label, "cost", out / "cost.png", f"{title}: cost"),
-        plot_learning_curves(by_label, out / "learning_curves.png", title),
     ]
 
     rows = [

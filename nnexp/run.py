@@ -22,11 +22,10 @@ from hydra.types import RunMode
 from mlflow.entities import DatasetInput
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from nnexp import checkpoints, config, record, resume, store, tags, tracking
-from nnexp.engine import DataError, Dataset, Network, load, sgd
+from nnexp import checkpoints, config, record, resume, store, tags, tracking, worker
+from nnexp.engine import DataError, Dataset, Network, sgd
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, SPLITS, Metrics, key
 from nnexp.engine.training import TrainingState
 from nnexp.sweep import SweepHandoff
@@ -56,7 +55,7 @@ def main(cfg: DictConfig) -> tracking.RunResult:
         return tracking.RunResult.of(taken_up.client, taken_up.run)
     reporter = trial_reporter(c, job, sweep)
     try:
-        dataset = load(c.data.name, train_size=c.data.train_size, expand=c.data.expand, dtype=c.dtype)
+        dataset = worker.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
     except DataError as error:  # missing or corrupt files: one line, and no run created
         raise config.ConfigError(str(error)) from None
     if taken_up is not None and taken_up.checkpoint is not None:
@@ -67,11 +66,7 @@ def main(cfg: DictConfig) -> tracking.RunResult:
         run = tracking.TrackedRun.reopen(taken_up.client, taken_up.run, state.history, c.train.epochs)
     else:
         run = start_run(cfg, c, job, sweep, record.dataset_input(c.data, dataset))
-    threads = blas_threads(job)
-    if threads is not None:
-        # Left set for the worker's life: it only runs this sweep's jobs. (Set and restored around each
-        # job instead, the second wave of jobs ran twice as slow.)
-        threadpool_limits(limits=threads)
+    threads = worker.limit_blas_threads(job)
     output_dir = Path(job.runtime.output_dir)
     pruned = False  # stays so when training diverges: ending() swallows that, the run ends FAILED
     with tracking.ending(run):
@@ -86,17 +81,6 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     if run.status != tracking.FINISHED and job.mode == RunMode.RUN:
         sys.exit(1)
     return run.result(pruned)
-
-
-def blas_threads(job: DictConfig) -> int | None:
-    """The BLAS threads this job may use: one per CPU a submitit launcher gives it (SLURM gives one
-    unless told), one when jobs run side by side (joblib), else BLAS's own choice: every core. Jobs
-    side by side that each start a thread per core fight over the cores and all run slower."""
-    if "cpus_per_task" in job.launcher:
-        return job.launcher.cpus_per_task or 1
-    if job.mode == RunMode.MULTIRUN and job.launcher.get("n_jobs") not in (None, 1):
-        return 1
-    return None
 
 
 class Pruned(Exception):
@@ -169,6 +153,7 @@ def train(
                 early_stopping=settings.early_stopping,
                 on_epoch=on_epoch,
                 state=state,
+                backend=settings.backend,
             )
         except Pruned:
             return True

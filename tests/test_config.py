@@ -57,6 +57,8 @@ def test_experiment_is_a_global_package(composer):
         (["train.momentum=1"], "invalid train.momentum=1.0"),
         (["train.schedule=cosine"], "invalid train.schedule=cosine: accepted one of constant, halve"),
         (["train.early_stopping=0"], "invalid train.early_stopping=0"),
+        (["train.backend=cuda"], "invalid train.backend=cuda: accepted one of auto, numpy, numba"),
+        (["train.backend=cuda"], "invalid train.backend=cuda: accepted one of auto, numpy, numba"),
         (["model.hidden=[30,0]"], "invalid model.hidden=[30,0]"),
         (["data.train_size=50001"], "accepted null (all) or an integer from 1 to 50000 for mnist"),
         (["data=digits", "data.train_size=1001"], "from 1 to 1000 for digits"),

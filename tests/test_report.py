@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from nnexp import report, store
 from nnexp.plots import plot_learning_curves, plot_metric
 
-FILES = {"accuracy.png", "cost.png", "learning_curves.png", "summary.csv", "summary.md"}
+FILES = {"accuracy.png", "cost.png", "summary.csv", "summary.md"}
 
 
 def _env() -> dict[str, str]:

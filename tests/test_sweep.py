@@ -39,7 +39,7 @@ def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_run, launc
         history = client.get_metric_history(run.info.run_id, "validation_accuracy")
         assert [m.step for m in history] == [1, 2, 3]
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"learning_curves.png", "summary.csv", "summary.md"} <= report
+    assert {"accuracy.png", "cost.png", "summary.csv", "summary.md"} <= report
     last = f"sweep of 2 runs, 0 failed: http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs"
     assert result.stdout.splitlines()[-1] == f"{last}?workflowType=machine_learning"
 

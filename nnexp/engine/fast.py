@@ -42,6 +42,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
 
+from nnexp.engine.data import Split
 from nnexp.engine.network import Array, Network
 
 Parameters = tuple[Array, ...]  # one array per layer (numba compiles a version per depth)
@@ -83,8 +84,7 @@ def regularization(net: Network, eta: float, n: int) -> tuple[float, float]:
 
 def train_chunk(
     net: Network,
-    X: Array,
-    y: Array,
+    train: Split,
     rows: Array,
     masks: list[Array] | None,
     batch_size: int,
@@ -94,10 +94,11 @@ def train_chunk(
 ) -> None:
     """``training.train_chunk``, compiled: SGD steps on the mini-batches cut in order from ``rows``."""
     depth = len(net.weights)
-    decay, shrink = regularization(net, eta, X.shape[0])
+    decay, shrink = regularization(net, eta, len(train.y))
     _train_chunk(
-        X,
-        y,
+        train.pixels,
+        train.y,
+        net.dtype.type(train.scale),
         rows,
         tuple(masks) if masks else None,
         tuple(net.weights),
@@ -116,8 +117,9 @@ def train_chunk(
 
 @numba.njit(cache=True, error_model="numpy")
 def _train_chunk(
-    X: Array,
+    pixels: Array,
     y: Array,
+    scale: float,
     rows: Array,
     masks: Parameters | None,
     weights: Parameters,
@@ -148,7 +150,7 @@ def _train_chunk(
 
     for start in range(0, rows.size, batch_size):
         n = min(batch_size, rows.size - start)
-        _gather(X, y, rows[start : start + n], a[0], labels)
+        _gather(pixels, y, scale, rows[start : start + n], a[0], labels)
         for l in range(depth - 1):  # forward through the hidden layers
             z = a[l + 1][:n]
             np.dot(a[l][:n], weights[l].T, z)  # (n, sizes[l]) @ (sizes[l], sizes[l+1])
@@ -169,15 +171,15 @@ def _train_chunk(
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _gather(X: Array, y: Array, rows: Array, x: Array, labels: Array) -> None:
-    """The mini-batch: x[i] and labels[i] are X and y's row rows[i]. This explicit loop, with the row
-    index held in a local (which the compiler then knows no store changes), runs twice as fast as
-    ``x[i] = X[rows[i]]``."""
+def _gather(pixels: Array, y: Array, scale: float, rows: Array, x: Array, labels: Array) -> None:
+    """The mini-batch: x[i] and labels[i] are the inputs (stored pixels times ``scale``) and the label
+    of training example rows[i]. This explicit loop, with the row index held in a local (which the
+    compiler then knows no store changes), runs twice as fast as ``x[i] = pixels[rows[i]] * scale``."""
     for i in range(rows.size):
         row = rows[i]
         labels[i] = y[row]
-        for j in range(X.shape[1]):
-            x[i, j] = X[row, j]
+        for j in range(pixels.shape[1]):
+            x[i, j] = pixels[row, j] * scale
 
 
 # "contract" lets a * b + c be one fused multiply-add: the polynomial of expf takes a third less time.

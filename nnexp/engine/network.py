@@ -152,16 +152,22 @@ class Network:
 
     # --- Evaluation -------------------------------------------------------------------------------
 
-    def evaluate(self, X: Array, y: Array, n_train: int, chunk: int = 10_000) -> tuple[float, float]:
+    def evaluate(
+        self, X: Array, y: Array, n_train: int, chunk: int = 10_000, scale: float | None = None
+    ) -> tuple[float, float]:
         """(cost, accuracy) on labelled data: the mean cost plus the regularizer's penalty (with n the
         size of the training set, as in training), and the fraction classified correctly.
 
         Works through X in chunks so that a large set needs no more memory than a chunk's activations.
+        With ``scale``, X holds a split's stored pixels, made inputs (times ``scale``) a chunk at a time.
         """
         total_cost = 0.0
         correct = 0
         for start in range(0, X.shape[0], chunk):
-            z = self.output_z(X[start : start + chunk])
+            inputs = X[start : start + chunk]
+            if scale is not None:
+                inputs = np.multiply(inputs, self.dtype.type(scale), dtype=self.dtype)
+            z = self.output_z(inputs)
             labels = y[start : start + chunk]
             a = self.cost.output.fn(z)
             total_cost += float(np.sum(self.cost.fn(z, a, one_hot(labels, z.shape[1], z.dtype))))

@@ -28,9 +28,9 @@ BACKENDS = ("auto", "numpy", "numba")  # auto: numba when it can be imported, el
 # and costs 3 MB of MNIST images rather than the 157 MB of a shuffled copy of the whole training set.
 CHUNK_ROWS = 1000
 
-# (net, X, y, rows, masks, batch_size, eta, momentum, velocities): SGD steps on a chunk of shuffled rows
+# (net, train, rows, masks, batch_size, eta, momentum, velocities): SGD steps on a chunk of shuffled rows
 TrainChunk = Callable[
-    [Network, Array, Array, Array, list[Array] | None, int, float, float, list[Array] | None], None
+    [Network, Split, Array, list[Array] | None, int, float, float, list[Array] | None], None
 ]
 
 
@@ -141,13 +141,11 @@ def sgd(
     if momentum and state.velocities is None:
         state.velocities = [np.zeros_like(p) for p in net.weights + net.biases]
     train_chunk = backend_for(net, backend)
-    n = data.train.X.shape[0]
+    n = len(data.train.y)
     # A compiled backend is compiled (or loaded from its cache) on its first call: make it on no rows,
     # which draws no random number, so that the first epoch's seconds are training's alone.
     no_masks = net.dropout_masks(0) if net.regularizer.dropout else None
-    train_chunk(
-        net, data.train.X, data.train.y, np.arange(0), no_masks, batch_size, eta, momentum, state.velocities
-    )
+    train_chunk(net, data.train, np.arange(0), no_masks, batch_size, eta, momentum, state.velocities)
     while not state.done(epochs):
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, by the costs
@@ -208,19 +206,18 @@ def train_epoch(
     the i-th example of the permutation, drawn a chunk at a time. The generator's state between two
     epochs is therefore all that a checkpoint needs to go on with the very same numbers.
     """
-    n = train.X.shape[0]
+    n = len(train.y)
     order = net.rng.permutation(n)
     chunk = batch_size * max(1, CHUNK_ROWS // batch_size)  # whole mini-batches
     for start in range(0, n, chunk):
         rows = order[start : start + chunk]
         masks = net.dropout_masks(len(rows)) if net.regularizer.dropout else None
-        train_chunk(net, train.X, train.y, rows, masks, batch_size, eta, momentum, velocities)
+        train_chunk(net, train, rows, masks, batch_size, eta, momentum, velocities)
 
 
 def train_chunk(
     net: Network,
-    X: Array,
-    y: Array,
+    train: Split,
     rows: Array,
     masks: list[Array] | None,
     batch_size: int,
@@ -229,13 +226,13 @@ def train_chunk(
     velocities: list[Array] | None,
 ) -> None:
     """The numpy backend: one step of ``update`` per mini-batch cut in order from ``rows`` (indices of
-    the training examples X, y), each a slice of one gather of all the chunk's rows. ``masks`` are the
-    dropout masks of the rows, if any."""
-    X_rows, Y_rows = X[rows], one_hot(y[rows], net.sizes[-1], net.dtype)
+    training examples), each a slice of one gather of all the chunk's rows. ``masks`` are the dropout
+    masks of the rows, if any."""
+    X_rows, Y_rows = train.inputs(rows), one_hot(train.y[rows], net.sizes[-1], net.dtype)
     for k in range(0, len(rows), batch_size):
         batch = slice(k, k + batch_size)
         batch_masks = None if masks is None else [mask[batch] for mask in masks]
-        update(net, X_rows[batch], Y_rows[batch], eta, X.shape[0], momentum, velocities, batch_masks)
+        update(net, X_rows[batch], Y_rows[batch], eta, len(train.y), momentum, velocities, batch_masks)
 
 
 def evaluate(net: Network, data: Dataset, monitor: Sequence[str], n_train: int) -> Metrics:
@@ -243,7 +240,8 @@ def evaluate(net: Network, data: Dataset, monitor: Sequence[str], n_train: int) 
     metrics = {}
     for split in monitor:
         part = getattr(data, split)
-        metrics[key(split, "cost")], metrics[key(split, "accuracy")] = net.evaluate(part.X, part.y, n_train)
+        cost, accuracy = net.evaluate(part.pixels, part.y, n_train, scale=part.scale)
+        metrics[key(split, "cost")], metrics[key(split, "accuracy")] = cost, accuracy
     return metrics
 
 
