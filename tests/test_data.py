@@ -274,3 +274,34 @@ def test_digits_train_size_and_expand():
     assert digits.test.X.shape == (400, 64)
     with pytest.raises(ValueError, match=r"train_size=1001 .*1\.\.1000"):
         data.load("digits", train_size=1001)
+
+
+# --- the decoded cache ------------------------------------------------------------------------------------
+
+
+@pytest.mark.mnist
+def test_decoded_arrays_are_cached_and_a_changed_file_is_noticed(tmp_path, monkeypatch, mnist):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    copy = copy_real(tmp_path / "files")
+    first = load_from(copy, monkeypatch)
+    cache = data.decoded_cache_dir()
+    assert sorted(p.name for p in cache.iterdir()) == ["images.npy", "labels.npy", "sources.json"]
+    again = load_from(copy, monkeypatch)  # from the cache
+    np.testing.assert_array_equal(again.train.pixels, first.train.pixels)
+    np.testing.assert_array_equal(again.test.y, mnist.test.y)
+
+    labels = copy / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10
+    labels.write_bytes(gzip.compress(bytes(raw)))  # changed since it was decoded: decoded and checked again
+    with pytest.raises(data.DataError, match="is corrupted"):
+        load_from(copy, monkeypatch)
+
+
+def test_pixels_are_kept_as_bytes_and_scaled_as_the_network_takes_them():
+    digits = data.load("digits", dtype="float64")
+    split = digits.test
+    assert split.pixels.dtype == np.uint8 and split.pixels.max() == 16
+    np.testing.assert_array_equal(split.X, split.pixels / 16)
+    np.testing.assert_array_equal(split.inputs([3, 1]), split.X[[3, 1]])
+    assert split.X.dtype == np.float64 and split.inputs(slice(0, 2)).dtype == np.float64
