@@ -19,7 +19,6 @@ The study lives in a journal file beside the MLflow store (``optuna.journal``), 
 from __future__ import annotations
 
 import math
-import re
 import sys
 import tempfile
 import time
@@ -97,19 +96,14 @@ def study_of(config: DictConfig) -> StudyPlace | None:
     name = sweeper.get("study_name")
     if not name:
         preset = config.hydra.runtime.choices.get("search") or "search"
-        others = [o for o in config.hydra.overrides.task if not o.startswith(("search=", "resume="))]
-        name = " ".join([preset, *(o for o in others if not _is_sweep(o))])
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+        name = " ".join([preset, *(line for line in fixed if not line.startswith(("search=", "resume=")))])
     storage = sweeper.get("storage")
     if not storage:
         local = store.local_path(store.store_uri())
         storage = str((local.parent if local is not None else Path.cwd()) / JOURNAL)
     return StudyPlace(name, storage)
-
-
-def _is_sweep(override: str) -> bool:
-    """Whether an override gives a search parameter rather than a fixed value (a rough, cheap test: a
-    parameter given on the command line does not make another study)."""
-    return re.search(r"=(choice|range|interval|tag|glob)\(", override) is not None or "," in override
 
 
 # --- The search space -------------------------------------------------------------------------------

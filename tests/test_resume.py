@@ -15,15 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from nnexp import checkpoints
+from nnexp.engine.history import CURVES
 
-CURVES = (
-    "train_cost",
-    "train_accuracy",
-    "validation_cost",
-    "validation_accuracy",
-    "test_cost",
-    "test_accuracy",
-)
 RUN = ("regularization=dropout", "train.momentum=0.5", "train.epochs=8", "data.train_size=20000")
 SWEEP = ("-m", "seed=1,2,3,4", "data.train_size=10000", "train.epochs=6")
 

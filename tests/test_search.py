@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
 from optuna.distributions import FloatDistribution
 
 from nnexp import config, report, search
@@ -258,3 +259,14 @@ def test_the_chapter_3_preset_is_the_books_search(composer):
         "train.eta": FloatDistribution(0.01, 10.0, log=True),
         "regularization.lmbda": FloatDistribution(0.01, 100.0, log=True),
     }
+
+
+def test_a_study_is_named_by_its_fixed_overrides_only(composer):
+    cfg = composer("search=ch3_eta_lmbda")
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = [
+            "search=ch3_eta_lmbda",
+            "model.hidden=[100,30]",
+            "train.eta=interval(0.1,1)",
+        ]
+    assert search.study_of(cfg).name == "ch3_eta_lmbda model.hidden=[100,30]"
