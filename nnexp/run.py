@@ -20,7 +20,6 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.entities import DatasetInput
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -166,7 +165,7 @@ def start_run(
     """Create this job's run, with its data as its input: nested under the sweep's parent when a sweep
     launched it, else on its own in the store of the directory the command was started in."""
     if sweep is not None:
-        client, experiment_id = MlflowClient(sweep.tracking_uri), sweep.experiment_id
+        client, experiment_id = sweep.client(), sweep.experiment_id
     else:
         client, experiment_id = store.open_experiment(store.store_uri(job.runtime.cwd), c.tracking.experiment)
     overrides = [o for o in job.overrides.task if not o.startswith(f"{resume.KEY}=")]
