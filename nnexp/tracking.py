@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import DatasetInput, Metric, Param, Run, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -125,13 +126,19 @@ class TrackedRun:
         params: Mapping[str, str],
         data: DatasetInput,
     ) -> TrackedRun:
-        """A new run with its tags, params and input data."""
+        """A new run with its tags, params and input data; a run that cannot be given them ends FAILED
+        rather than staying RUNNING."""
         run = client.create_run(experiment_id, run_name=name, tags={**run_tags, **process_tags()})
-        items = [Param(key, value) for key, value in params.items()]
-        for start in range(0, len(items), BATCH):
-            client.log_batch(run.info.run_id, params=items[start : start + BATCH], synchronous=True)
-        client.log_inputs(run.info.run_id, datasets=[data])
-        return cls(client, experiment_id, run.info.run_id, name)
+        tracked = cls(client, experiment_id, run.info.run_id, name)
+        with ending(tracked, finish=False):
+            items = [Param(key, value) for key, value in params.items()]
+            for start in range(0, len(items), BATCH):
+                client.log_batch(run.info.run_id, params=items[start : start + BATCH], synchronous=True)
+            try:
+                client.log_inputs(run.info.run_id, datasets=[data])
+            except MlflowException:  # parallel jobs racing to add the same dataset to a sqlite store:
+                client.log_inputs(run.info.run_id, datasets=[data])  # the loser finds it there now
+        return tracked
 
     @classmethod
     def reopen(cls, client: MlflowClient, run: Run, history: Sequence[Metrics], epochs: int) -> TrackedRun:
@@ -200,8 +207,9 @@ class TrackedRun:
 
 
 @contextlib.contextmanager
-def ending(run: TrackedRun) -> Iterator[TrackedRun]:
-    """End ``run`` however its body ends, so no run is ever left RUNNING.
+def ending(run: TrackedRun, finish: bool = True) -> Iterator[TrackedRun]:
+    """End ``run`` however its body ends, so no run is ever left RUNNING (and FINISHED when the body
+    completes, unless ``finish`` is False: the run goes on after it).
 
     Divergence is a result, not a crash: the run ends FAILED with a failure_reason and the epochs it had,
     and the exception is swallowed so a sweep goes on. Ctrl-C and an exit asked for by a signal handler
@@ -223,4 +231,5 @@ def ending(run: TrackedRun) -> Iterator[TrackedRun]:
         run.end(FAILED, reason=f"{type(error).__name__}: {error}")
         raise
     else:
-        run.end(FINISHED)
+        if finish:
+            run.end(FINISHED)
