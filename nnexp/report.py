@@ -259,4 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from nnexp import worker
+
+    worker.exit_without_collecting()
     sys.exit(main())

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: found however this module is started
 
 config.register()
+worker.exit_without_collecting()  # in a sweep's workers too: they import this module for main
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
