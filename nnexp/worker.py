@@ -29,10 +29,13 @@ def exit_without_collecting() -> None:
     """Let this process exit without the interpreter's last garbage collections.
 
     A process that has imported MLflow, Hydra, numba and matplotlib holds a few million objects; at
-    exit, the interpreter collects garbage over all of them once more, a second of a 1-epoch run's
-    five, for nothing. Freezing them (``gc.freeze``: the collector no longer looks at them), as the
-    process exits, skips that; everything is still freed, and files closed, as usual. Called by the
-    entry points, not by the engine, which leaves its users' processes alone.
+    exit, the interpreter collects garbage over all of them once more, for nothing: a 1-epoch run took
+    4.9 s with that collection and 3.9 s without. Freezing them (``gc.freeze``: the collector no longer
+    looks at them) as the process exits skips it. Objects are still released as their last
+    references go, and the other exit handlers (logging's, MLflow's) still run; only garbage held in
+    reference cycles is left to the operating system, and Python never promises to finalize objects
+    still alive at exit anyway. Called by the entry points, not by the engine, which leaves its
+    users' processes alone.
     """
     atexit.register(gc.freeze)
 
