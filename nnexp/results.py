@@ -20,6 +20,7 @@ from mlflow.entities import Run
 from nnexp import report, store, tags
 from nnexp.engine.history import BEST_TEST_ACCURACY, EPOCHS_RUN, OBJECTIVE, best, key, summarize
 from nnexp.sweep import trial_counts
+from nnexp.tracking import BEST_TRIAL
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is this close to the book's
@@ -199,7 +200,7 @@ def load_study(client, preset: str, figures: Path) -> StudyRuns:
 def search_table(study: StudyRuns) -> list[str]:
     """The search's best trial beside the book's hand-tuned eta and lmbda, as markdown lines."""
     metrics = study.parent.data.metrics
-    best = next(t for t in study.trials if t.data.tags.get(tags.TRIAL) == str(int(metrics["best_trial"])))
+    best = next(t for t in study.trials if t.data.tags.get(tags.TRIAL) == str(int(metrics[BEST_TRIAL])))
     params = best.data.params
     epochs = sum(int(t.data.metrics.get(EPOCHS_RUN, 0)) for t in study.trials)
     budget = len(study.trials) * int(params["train.epochs"])

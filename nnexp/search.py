@@ -47,7 +47,7 @@ from nnexp import store, tags
 from nnexp.config import ConfigError
 from nnexp.engine.history import EPOCH, OBJECTIVE, key
 from nnexp.plots import plot_trials
-from nnexp.tracking import FAILED, FINISHED, RUNNING, RunResult
+from nnexp.tracking import BEST_TRIAL, FAILED, FINISHED, RUNNING, RunResult
 
 SWEEPER = "hydra_plugins.nnexp_search.SearchSweeper"  # hydra/sweeper=nnexp_optuna
 JOURNAL = "optuna.journal"  # the default storage, beside the MLflow store
@@ -343,7 +343,7 @@ class TrialBook:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete:
             best = study.best_trial
-            metrics = {OBJECTIVE: best.value, "best_trial": best.number}
+            metrics = {OBJECTIVE: best.value, BEST_TRIAL: best.number}
             self.client.log_batch(
                 self.parent_run_id,
                 metrics=[

@@ -185,7 +185,8 @@ def study_outcome(study: str, parent: Run, children: list[Run]) -> Outcome:
     line = f"study {study!r}: {len(children)} trials ({trial_counts(children)})"
     best = parent.data.metrics.get(OBJECTIVE)
     if best is not None:
-        line += f", best validation accuracy {best:.2%} (trial {int(parent.data.metrics['best_trial'])})"
+        trial = int(parent.data.metrics[tracking.BEST_TRIAL])
+        line += f", best validation accuracy {best:.2%} (trial {trial})"
     return Outcome(any(child.data.tags.get(tags.TRIAL_STATE) == "COMPLETE" for child in children), line)
 
 

@@ -35,6 +35,7 @@ FINISHED, FAILED, KILLED, RUNNING = (
     for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED, RunStatus.RUNNING)
 )
 WALL_SECONDS = "wall_seconds"
+BEST_TRIAL = "best_trial"  # on a search's parent run: the number of its best trial
 
 # MLflow draws a progress bar for every artifact it copies; in a run's output, one per run is noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
