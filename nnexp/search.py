@@ -56,11 +56,6 @@ INTERRUPTED = "interrupted"  # a trial's user attribute: failed because a crash 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-class Pruned(Exception):
-    """Raised from a job's epoch callback when its trial's pruner stops it: the run ends FINISHED with
-    the epochs it trained, and the trial PRUNED."""
-
-
 # --- Where the study is -----------------------------------------------------------------------------
 
 
@@ -285,6 +280,13 @@ class Search:
         return returns
 
 
+def trial_of(study: optuna.Study, number: int) -> optuna.trial.Trial:
+    """The running trial ``number`` of ``study``, to report to or annotate from any process: Optuna
+    has no public way to reopen a trial by number (its private storage lookup, as checked for 5.0)."""
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return optuna.trial.Trial(study, trial_id)
+
+
 def counted(study: optuna.Study) -> int:
     """The trials that count towards ``n_trials``: every one that ended, but those a crash interrupted
     (their parameters are tried again)."""
@@ -308,8 +310,7 @@ class TrialBook:
     def retry_interrupted(self, study: optuna.Study) -> None:
         """Fail the trials a crash left RUNNING (and their runs), and ask for their parameters again."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
-            optuna.trial.Trial(study, trial_id).set_user_attr(INTERRUPTED, True)
+            trial_of(study, trial.number).set_user_attr(INTERRUPTED, True)
             study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params)
             run = self.run_of(trial.number)
@@ -408,8 +409,7 @@ class TrialReporter:
 
     def __init__(self, place: StudyPlace, pruner: DictConfig | None, number: int):
         study = optuna.load_study(study_name=place.name, storage=place.open(), pruner=build(pruner, "pruner"))
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        self.trial = optuna.trial.Trial(study, trial_id)
+        self.trial = trial_of(study, number)
 
     def should_prune(self, metrics: Mapping[str, float]) -> bool:
         """Report this epoch's validation accuracy; whether the trial should stop here."""
