@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend-store-uri",
         default=f"sqlite:///{(folder / 'mlflow.db').resolve()}",
         help="where runs are recorded: a sqlite file (default ./server/mlflow.db) or a "
-        "PostgreSQL URL (postgresql://user:password@host/database)",
+        "PostgreSQL URL (postgresql://user@host/database, the password in PGPASSWORD or ~/.pgpass)",
     )
     parser.add_argument(
         "--artifacts-destination",
