@@ -28,7 +28,7 @@ sweep: install
 	$(PY) -m nnexp.run -m $(PARALLEL) cost=quadratic,crossentropy $(ARGS)
 
 ui: install
-	$(PY) -m nnexp.store ui
+	$(PY) -m nnexp.server ui
 
 # The team's MLflow tracking server on 127.0.0.1:5000 (ARGS: --backend-store-uri, --port, --auth, ...)
 server: install
@@ -42,7 +42,7 @@ report: install
 reproduce: install
 	for e in $(EXPERIMENTS); do $(PY) -m nnexp.run -m $(PARALLEL) experiment=$$e || exit 1; done
 	$(PY) -m nnexp.run -m search=ch3_eta_lmbda
-	$(PY) -m nnexp.results
+	$(PY) -m nnexp.book
 
 test: install
 	$(PY) -m pytest -q

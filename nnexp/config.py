@@ -2,10 +2,12 @@
 
 ``conf/`` holds the values; the dataclasses here hold the *shape*: registered in Hydra's ConfigStore as
 the first entry of ``conf/config.yaml``'s defaults list, they make the composed config closed (an unknown
-key is an error) and typed (``train.epochs=abc`` is an error). What types cannot say -- ranges, names the
-engine knows -- ``validate`` checks. ``ValidateCallback`` runs it in the launching process, before Hydra
-creates an output directory or the sweep callback creates an MLflow run, for every job of a sweep: bad
-input creates nothing at all.
+key is an error) and typed (``train.epochs=abc`` is an error). Beside each field, what it accepts
+(``accepting``, ``one_of``): the one place a key's range or set is written, whence ``validate`` checks
+what types cannot say and every refusal, of a type or a range, names the key and what it accepts.
+``nnexp.callbacks.ValidateCallback`` runs ``validate`` in the launching process, before Hydra creates an
+output directory or the sweep callback creates an MLflow run, for every job of a sweep: bad input
+creates nothing at all. ``build_network`` makes the engine's network of a valid config.
 
 The schema declares no defaults (``MISSING``) so that the YAML files are the one place values live.
 """
@@ -13,244 +15,260 @@ The schema declares no defaults (``MISSING``) so that the YAML files are the one
 from __future__ import annotations
 
 import contextlib
-import itertools
+import dataclasses
+import functools
+import math
 import os
-import sys
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
-from hydra import compose
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (
-    CompactHydraException,
     ConfigCompositionException,
     HydraException,
     MissingConfigException,
     OverrideParseException,
 )
-from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
-from nnexp.engine import components, data, training
+from nnexp import errors
+from nnexp.engine import Network, components, data, training
+from nnexp.errors import ConfigError
+from nnexp.grammar import Overrides
+
+ACCEPTS, INTERNAL = "nnexp.accepts", "nnexp.internal"  # the metadata of a schema field
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's: uuid4().hex, in every store nnexp uses
+# conf/'s groups that are no key of the schema: presets chosen by name (experiment=..., search=...).
+PRESET_GROUPS = ("experiment", "search")
+
+
+def _anything(value: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """What one key accepts: ``words`` for a refusal to end with (``invalid train.eta=0.0: accepted a
+    number > 0``) and ``ok``, the test of a value of the key's type.
+
+    ``given`` narrows a key's range by the rest of the config (a dataset bounds ``data.train_size``);
+    a type refused while Hydra composes, before there is a config, is answered with ``words``.
+    """
+
+    words: str
+    ok: Callable[[Any], Any] = _anything
+    given: Callable[[Config], Accepts | None] | None = None
+
+    def within(self, c: Config) -> Accepts:
+        """What the key accepts in the config ``c``."""
+        return (self.given(c) if self.given else None) or self
+
+    def allows(self, value: Any) -> bool:
+        """Whether ``value`` (of the key's type) is accepted: null where the type allows it (an optional
+        key's); nan and inf never, whatever ``ok`` says (``inf > 0``, and nan fails every comparison
+        but ``!=``)."""
+        if value is None:
+            return True
+        return not (isinstance(value, float) and not math.isfinite(value)) and bool(self.ok(value))
+
+
+def accepting(
+    words: str,
+    ok: Callable[[Any], Any] = _anything,
+    *,
+    given: Callable[[Config], Accepts | None] | None = None,
+    default: Any = MISSING,
+    internal: bool = False,
+) -> Any:
+    """A field of the schema and what it accepts (an ``Accepts``); ``internal`` for a key that nnexp
+    sets, never offered to a user."""
+    return field(default=default, metadata={ACCEPTS: Accepts(words, ok, given), INTERNAL: internal})
+
+
+def one_of(names: Iterable[str]) -> Any:
+    """A field that accepts one of the engine's ``names``, told in the engine's order."""
+    names = tuple(names)
+    return accepting("one of " + ", ".join(names), lambda name: name in names)
+
+
+def _train_size_of(c: Config) -> Accepts | None:
+    """``data.train_size`` once the dataset is known: at most its training set."""
+    most = data.TRAIN_SIZES.get(c.data.name)
+    if most is None:
+        return None
+    return Accepts(f"null (all) or an integer from 1 to {most} for {c.data.name}", lambda n: 1 <= n <= most)
 
 
 @dataclass
-class NamedConfig:
-    """A component chosen by name: cost, activation or init (one YAML file per name in conf/)."""
+class CostConfig:
+    name: str = one_of(components.COSTS)
 
-    name: str = MISSING
+
+@dataclass
+class ActivationConfig:
+    name: str = one_of(components.ACTIVATIONS)
+
+
+@dataclass
+class InitConfig:
+    name: str = one_of(components.INITIALIZERS)
 
 
 @dataclass
 class RegularizationConfig:
-    name: str = MISSING
-    lmbda: float = MISSING
-    p: float = 0.5  # the dropout probability; only dropout.yaml sets it, the others never read it
+    name: str = one_of(components.REGULARIZERS)
+    lmbda: float = accepting("a number >= 0", lambda lmbda: lmbda >= 0)
+    # The dropout probability; only dropout.yaml sets it, the others never read it.
+    p: float = accepting("a probability in [0, 1)", lambda p: 0 <= p < 1, default=0.5)
 
 
 @dataclass
 class DataConfig:
-    name: str = MISSING
-    train_size: int | None = MISSING  # None = the whole training set
-    expand: bool = MISSING
+    name: str = one_of(data.DATASETS)
+    train_size: int | None = accepting(  # None = the whole training set
+        "null (all) or an integer from 1 to the size of the dataset's training set ("
+        + ", ".join(f"{size} for {name}" for name, size in data.TRAIN_SIZES.items())
+        + ")",
+        lambda n: 1 <= n <= max(data.TRAIN_SIZES.values()),
+        given=_train_size_of,
+    )
+    expand: bool = accepting("true or false")
 
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = MISSING  # hidden layer sizes; the input and output sizes come from the data
+    hidden: list[int] = accepting(  # hidden layer sizes; the input and output sizes come from the data
+        "a list of layer sizes, each >= 1 (e.g. [30] or [100,30])", lambda sizes: all(n >= 1 for n in sizes)
+    )
 
 
 @dataclass
 class TrainConfig:
-    eta: float = MISSING
-    epochs: int = MISSING
-    batch_size: int = MISSING
-    momentum: float = MISSING
-    schedule: str = MISSING
-    early_stopping: int | None = MISSING  # n of the no-improvement-in-n rule; None = never stop early
-    backend: str = MISSING  # the engine's: auto (numba when it can), numpy or numba
+    eta: float = accepting("a number > 0", lambda eta: eta > 0)
+    epochs: int = accepting("an integer >= 1", lambda n: n >= 1)
+    batch_size: int = accepting("an integer >= 1", lambda n: n >= 1)
+    momentum: float = accepting("a number in [0, 1)", lambda mu: 0 <= mu < 1)
+    schedule: str = one_of(training.SCHEDULES)
+    early_stopping: int | None = accepting(  # n of the no-improvement-in-n rule
+        "null (never) or an integer >= 1", lambda n: n >= 1
+    )
+    backend: str = one_of(training.BACKENDS)  # the engine's: auto (numba when it can), numpy or numba
 
 
 @dataclass
 class TrackingConfig:
-    experiment: str = MISSING
+    experiment: str = accepting("a non-empty name", lambda name: bool(name.strip()))
 
 
 @dataclass
 class Config:
-    cost: NamedConfig = MISSING
-    activation: NamedConfig = MISSING
-    init: NamedConfig = MISSING
+    cost: CostConfig = MISSING
+    activation: ActivationConfig = MISSING
+    init: InitConfig = MISSING
     regularization: RegularizationConfig = MISSING
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     train: TrainConfig = MISSING
     tracking: TrackingConfig = MISSING
-    seed: int = MISSING
-    dtype: str = MISSING
-    resume: str | None = MISSING  # a run (or sweep) id to take up: see nnexp/resume.py
-    trial: int | None = MISSING  # the Optuna trial a search's job is: see nnexp/search.py
-
-
-def register() -> None:
-    """Make the schema available to ``conf/config.yaml`` (its first default). Idempotent.
-
-    ``conf/hydra/launcher/submitit_*.yaml`` set nnexp's defaults on the submitit plugin's launchers
-    of the same names: Hydra 1.3 merges them onto the plugin's schema, and warns that it will stop
-    doing so; hydra-core is pinned to 1.3.8, where it does.
-    """
-    ConfigStore.instance().store(name="nnexp_schema", node=Config)
-    warnings.filterwarnings(
-        "ignore", message=r"\s*'hydra/launcher/submitit_(local|slurm)' is validated", category=UserWarning
+    seed: int = accepting("an integer >= 0", lambda seed: seed >= 0)
+    dtype: str = one_of(components.DTYPES)
+    resume: str | None = accepting(  # see nnexp/resume.py, which refuses an id the store does not have
+        "null or the id of a run or sweep to take up (32 lowercase hex characters)", RUN_ID.fullmatch
+    )
+    trial: int | None = accepting(  # see nnexp/search.py
+        "null; a search sets it, for each of its jobs, to the job's trial number (an integer >= 0)",
+        lambda n: n >= 0,
+        internal=True,
     )
 
 
-class ConfigError(CompactHydraException):
-    """An out-of-range value. Hydra prints a CompactHydraException as its message alone, no traceback."""
+def _accepted(schema: type, prefix: str = "") -> Iterator[tuple[str, Accepts]]:
+    """Every leaf key of ``schema``, dotted, with what it accepts. A key declared without is a
+    ``TypeError`` as this module is imported: no key can be left unchecked."""
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _accepted(hints[f.name], f"{key}.")
+        elif ACCEPTS in f.metadata:
+            yield key, f.metadata[ACCEPTS]
+        else:
+            raise TypeError(
+                f"the schema's key {key} does not say what it accepts (declare it with accepting)"
+            )
+
+
+ACCEPTED: dict[str, Accepts] = dict(_accepted(Config))  # every leaf key of the schema, in its order
+
+
+def register() -> None:
+    """Make the schema available to ``conf/config.yaml`` (its first default). Idempotent."""
+    ConfigStore.instance().store(name="nnexp_schema", node=Config)
 
 
 def validate(cfg: DictConfig) -> Config:
     """The composed task config as a ``Config``, or ``ConfigError`` naming the first bad key.
 
-    Types and unknown keys were already enforced by the schema while Hydra composed ``cfg``.
+    Hydra enforced the schema's types while it composed ``cfg``, but for a key added with ``+key=...``
+    and a value left ``???``: both are refused here, then every key's range or set (``ACCEPTED``).
     """
     task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    c: Config = OmegaConf.to_object(OmegaConf.merge(Config, task))  # Hydra's composed root is untyped
-    t, r, d = c.train, c.regularization, c.data
-    max_train = data.TRAIN_SIZES.get(d.name)
-    checks = [
-        ("cost.name", c.cost.name, c.cost.name in components.COSTS, _one_of(components.COSTS)),
-        (
-            "activation.name",
-            c.activation.name,
-            c.activation.name in components.ACTIVATIONS,
-            _one_of(components.ACTIVATIONS),
-        ),
-        ("init.name", c.init.name, c.init.name in components.INITIALIZERS, _one_of(components.INITIALIZERS)),
-        ("regularization.name", r.name, r.name in components.REGULARIZERS, _one_of(components.REGULARIZERS)),
-        ("regularization.lmbda", r.lmbda, r.lmbda >= 0, "a number >= 0"),
-        ("regularization.p", r.p, 0 <= r.p < 1, "a probability in [0, 1)"),
-        ("data.name", d.name, max_train is not None, _one_of(data.DATASETS)),
-        (
-            "data.train_size",
-            d.train_size,
-            d.train_size is None or 1 <= d.train_size <= (max_train or 0),
-            f"null (all) or an integer from 1 to {max_train} for {d.name}",
-        ),
-        (
-            "model.hidden",
-            c.model.hidden,
-            all(size >= 1 for size in c.model.hidden),
-            "a list of layer sizes, each >= 1 (e.g. [30] or [100,30])",
-        ),
-        ("train.eta", t.eta, t.eta > 0, "a number > 0"),
-        ("train.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
-        ("train.batch_size", t.batch_size, t.batch_size >= 1, "an integer >= 1"),
-        ("train.momentum", t.momentum, 0 <= t.momentum < 1, "a number in [0, 1)"),
-        ("train.schedule", t.schedule, t.schedule in training.SCHEDULES, _one_of(training.SCHEDULES)),
-        (
-            "train.early_stopping",
-            t.early_stopping,
-            t.early_stopping is None or t.early_stopping >= 1,
-            "null (never) or an integer >= 1",
-        ),
-        ("train.backend", t.backend, t.backend in training.BACKENDS, _one_of(training.BACKENDS)),
-        ("dtype", c.dtype, c.dtype in components.DTYPES, _one_of(components.DTYPES)),
-        (
-            "tracking.experiment",
-            c.tracking.experiment,
-            bool(c.tracking.experiment.strip()),
-            "a non-empty name",
-        ),
-    ]
-    for key, value, ok, accepted in checks:
-        if not ok:
-            raise ConfigError(f"invalid {key}={_show(value)}: accepted {accepted}")
+    try:
+        _refuse_unknown_keys(task, Config)
+        c: Config = OmegaConf.to_object(OmegaConf.merge(Config, task))  # Hydra's composed root is untyped
+    except OmegaConfBaseException as error:
+        raise ConfigError(_described(error)) from None
+    for key, accepts in ACCEPTED.items():
+        value = functools.reduce(getattr, key.split("."), c)
+        accepts = accepts.within(c)
+        if not accepts.allows(value):
+            raise ConfigError(f"invalid {key}={_show(value)}: accepted {accepts.words}")
     return c
+
+
+def _refuse_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
+    """``ConfigError`` for a key of ``node`` that ``schema`` does not have: Hydra composes a key added
+    with ``+key=...`` into the config, and OmegaConf would then drop it unsaid (or fail in many lines)."""
+    hints = get_type_hints(schema)
+    for key in node:
+        if key not in hints:
+            raise ConfigError(_unknown(f"{prefix}{key}", schema))
+        if dataclasses.is_dataclass(hints[key]):
+            _refuse_unknown_keys(node[key], hints[key], f"{prefix}{key}.")
+
+
+def build_network(c: Config, n_inputs: int, n_classes: int) -> Network:
+    """The engine's network of a valid config, for data of ``n_inputs`` pixels and ``n_classes``."""
+    return Network(
+        [n_inputs, *c.model.hidden, n_classes],
+        activation=c.activation.name,
+        cost=c.cost.name,
+        init=c.init.name,
+        regularizer=c.regularization.name,
+        lmbda=c.regularization.lmbda,
+        p=c.regularization.p,
+        seed=c.seed,
+        dtype=c.dtype,
+    )
 
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # hydra/sweeper=basic
 
 
 def sweep_jobs(config: DictConfig) -> list[list[str]]:
-    """The task overrides of every job a sweep's discrete grammar spells out, in Hydra's order:
-    ``hydra.sweeper.params`` from the config (experiments and searches define sweeps there), then the
-    command line, a key given on both taking the command line's value.
-
-    Lists, ``choice``, ``range`` and ``glob`` are expanded into their product. An ``interval`` (or
-    ``tag(log, interval(...))``) is left out: its values are a search's to pick, and are validated
-    when each job composes. Hydra's basic sweeper cannot pick them: an interval given to it is an error.
-    """
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += OmegaConf.to_container(config.hydra.overrides.task)
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    values: dict[str, list[str]] = {}
-    for override in parser.parse_overrides(arguments):
-        key = override.get_key_element()
-        if not override.is_sweep_override():
-            values[key] = [f"{key}={override.get_value_element_as_str()}"]
-        elif override.is_discrete_sweep():
-            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        elif config.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
-            raise ConfigError(
-                f"{override.input_line}: the basic sweeper enumerates lists, choice, "
-                "range and glob; an interval needs a search (search=...)"
-            )
-        else:
-            values.pop(key, None)
-    return [list(job) for job in itertools.product(*values.values())]
-
-
-class ValidateCallback(Callback):
-    """Rejects bad input in the launching process, before anything is created (listed first in
-    ``hydra.callbacks`` so it runs before the sweep callback creates the parent run).
-
-    Hydra turns an exception raised by a callback into a warning and carries on, so a bad config
-    exits here with SystemExit: its one-line message, exit status 1.
-    """
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            validate(config)
-        except ConfigError as error:
-            sys.exit(str(error))
-        check_store(config)
-
-    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
-        def check(overrides: list[str]) -> None:
-            try:
-                validate(compose(config_name=config_name, overrides=overrides))
-            except HydraException as error:
-                sys.exit(f"{describe(error)} (in the job {' '.join(overrides)})")
-
-        try:
-            jobs = sweep_jobs(config)
-            if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
-                from nnexp import search  # only a search needs Optuna
-
-                if search.is_search(config):
-                    search.check(config, check)
-        except HydraException as error:  # malformed sweep grammar, or a search that cannot run
-            sys.exit(describe(error))
-        for overrides in jobs:
-            check(overrides)
-        check_store(config)
-
-
-def check_store(config: DictConfig) -> None:
-    """Stop before anything is created if the MLflow store cannot be used (see ``store.check``)."""
-    from nnexp import store  # here, not above: the store's module imports MLflow
-
-    try:
-        store.check(store.store_uri(), config.tracking.experiment)
-    except store.StoreError as error:
-        sys.exit(str(error))
+    """The task overrides of every job of the sweep of ``config`` (``grammar.Overrides.jobs``): what
+    Hydra's basic sweeper launches, and as far as a search's discrete sweeps go."""
+    basic = config.hydra.sweeper.get("_target_") == BASIC_SWEEPER
+    return Overrides.of_sweep(config).jobs(enumerate_only=basic)
 
 
 @contextlib.contextmanager
@@ -266,9 +284,11 @@ def one_line_errors() -> Iterator[None]:
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        yield
-    except (ConfigError, ConfigCompositionException, OverrideParseException) as error:
-        sys.exit(describe(error))
+        with errors.reported():
+            try:
+                yield
+            except (ConfigCompositionException, OverrideParseException) as error:
+                raise ConfigError(describe(error)) from None
     finally:
         del os.environ["HYDRA_FULL_ERROR"]
 
@@ -279,25 +299,51 @@ def describe(error: HydraException) -> str:
     if isinstance(error, MissingConfigException) and error.options:
         group, _, name = error.missing_cfg_file.rpartition("/")
         return f"unknown {group} {name!r} (accepted: {', '.join(error.options)})"
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
-        return f"unknown key {cause.full_key} (accepted: {', '.join(_keys_beside(cause.full_key))})"
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
-        return f"invalid {cause.full_key}: {cause.msg.splitlines()[0]}"
+        return _described(cause)
     if isinstance(error, OverrideParseException):
         return f"cannot parse the override {error.override!r}: {error.message.splitlines()[0]}"
     return str(error).splitlines()[0]
 
 
-def _keys_beside(full_key: str) -> list[str]:
-    """The keys the schema allows where ``full_key`` was found: for "train.etaa", those of TrainConfig."""
-    schema = Config
-    for part in full_key.split(".")[:-1]:
-        schema = get_type_hints(schema)[part]
-    return [field.name for field in fields(schema)]
+def _described(error: OmegaConfBaseException) -> str:
+    """OmegaConf's refusal of a key (unknown) or of a value (of a wrong type, or left ``???``) in one
+    line, in the words of the key's ``Accepts`` where the schema has it: ``train.eta='abc'`` is told
+    what ``train.eta=0`` is told."""
+    if isinstance(error, (ConfigAttributeError, ConfigKeyError)):
+        return _unknown(error.full_key, _schema_beside(error))
+    accepts = ACCEPTED.get(re.sub(r"\[\d+\]", "", error.full_key))  # model.hidden[0]: model.hidden's
+    if accepts is None or not isinstance(error, (ValidationError, MissingMandatoryValue)):
+        return f"invalid {error.full_key}: {error.msg.splitlines()[0]}"
+    if isinstance(error, MissingMandatoryValue):
+        shown = MISSING
+    else:
+        shown = repr(error.value) if isinstance(error.value, str) else _show(error.value)
+    return f"invalid {error.full_key}={shown}: accepted {accepts.words}"
 
 
-def _one_of(names) -> str:
-    return "one of " + ", ".join(names)
+def _schema_beside(error: OmegaConfBaseException) -> type:
+    """The dataclass where an unknown key was found: for "train.etaa", TrainConfig; for
+    "hydra.sweeper.n_trial", the search's settings."""
+    schema = error.object_type
+    if not dataclasses.is_dataclass(schema):
+        schema = Config
+        for part in error.full_key.split(".")[:-1]:
+            schema = get_type_hints(schema)[part]
+    return schema
+
+
+def _unknown(key: str, schema: type) -> str:
+    """The refusal of an unknown key, offering the keys a user may set beside it: at the root, the
+    presets' groups too, and never ``trial``, which only a search sets."""
+    keys = [
+        f.name
+        for f in fields(schema)
+        if not f.name.startswith("_") and f.name != "defaults" and not f.metadata.get(INTERNAL)
+    ]
+    if schema is Config:
+        keys += PRESET_GROUPS
+    return f"unknown key {key} (accepted: {', '.join(keys)})"
 
 
 def _show(value: Any) -> str:

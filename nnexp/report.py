@@ -23,81 +23,47 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from nnexp import store, tags
+from nnexp import errors, grammar, process, runs, store
 from nnexp.engine import history as vocabulary
 from nnexp.engine.history import EPOCH, final, summarize
+from nnexp.errors import NotFound
 from nnexp.plots import plot_metric
-from nnexp.tracking import WALL_SECONDS, stored_history
+from nnexp.vocabulary import Summary, Tag
 
 UNSET = "(default)"  # shown for an override key that a run did not set
 
 
-class ReportError(Exception):
-    """A user-facing problem (unknown id, nothing to report...): printed as one line, no traceback."""
-
-
-def search_all(
-    client: MlflowClient,
-    experiment_ids: Sequence[str],
-    filter_string: str = "",
-    order_by: Sequence[str] = ("attributes.start_time ASC",),
-) -> list[Run]:
-    """Every matching run, following MLflow's pagination (a page holds at most 1000 runs)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            list(experiment_ids), filter_string, order_by=list(order_by), page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def sweep_children(client: MlflowClient, parent: Run) -> list[str]:
-    """Ids of the sweep's child runs in job order."""
-    children = search_all(
-        client, [parent.info.experiment_id], f"tags.`{tags.PARENT}` = '{parent.info.run_id}'"
-    )
-    children.sort(key=lambda run: int(run.data.tags.get(tags.JOB, "0") or 0))
-    return [run.info.run_id for run in children]
-
-
 def select_runs(
-    client: MlflowClient, experiment: str | None = None, sweep: str | None = None, runs: Sequence[str] = ()
+    client: MlflowClient,
+    experiment: str | None = None,
+    sweep: str | None = None,
+    selected: Sequence[str] = (),
 ) -> tuple[list[str], str]:
     """Resolve the command-line selection to (run ids, report name).
 
-    Without --runs or --sweep the latest sweep of the experiment is reported, or, if the experiment has
-    no sweep, all its runs; ``sweep="latest"`` insists on a sweep.
+    ``selected`` are --runs. Without --runs or --sweep the latest sweep of the experiment is reported,
+    or, if the experiment has no sweep, all its runs; ``sweep="latest"`` insists on a sweep.
     """
-    if runs:
-        for run_id in runs:
-            _get_run(client, run_id, "run")
-        return list(runs), f"{_experiment_of(client, runs[0])} / selected runs"
+    if selected:
+        for run_id in selected:
+            runs.get(client, run_id)
+        return list(selected), f"{_experiment_of(client, selected[0])} / selected runs"
     if sweep not in (None, "latest"):
-        parent = _get_run(client, sweep, "sweep run")
-        children = sweep_children(client, parent)
+        parent = runs.get(client, sweep, "sweep run")
+        children = [run.info.run_id for run in runs.children(client, parent)]
         if not children:
-            raise ReportError(f"run {sweep} is not a sweep: it has no child runs")
+            raise NotFound(f"run {sweep} is not a sweep: it has no child runs")
         return children, f"{_experiment_of(client, sweep)} / {parent.info.run_name or sweep}"
     exp = _experiment(client, experiment)
-    candidates = search_all(client, [exp.experiment_id], order_by=["attributes.start_time DESC"])
+    candidates = runs.find(client, [exp.experiment_id], order_by=["attributes.start_time DESC"])
     if not candidates:
-        raise ReportError(f"no runs in experiment {exp.name!r}")
-    parents = [run for run in candidates if run.data.tags.get(tags.SWEEP) == "true"]
+        raise NotFound(f"no runs in experiment {exp.name!r}")
+    parents = [run for run in candidates if run.data.tags.get(Tag.SWEEP) == "true"]
     if parents:
         return select_runs(client, sweep=parents[0].info.run_id)
     if sweep == "latest":
-        raise ReportError(f"no sweep in experiment {exp.name!r} (runs tagged {tags.SWEEP}=true)")
+        raise NotFound(f"no sweep in experiment {exp.name!r} (runs tagged {Tag.SWEEP}=true)")
     return [run.info.run_id for run in reversed(candidates)], exp.name
-
-
-def _get_run(client: MlflowClient, run_id: str, what: str) -> Run:
-    try:
-        return client.get_run(run_id)
-    except MlflowException:
-        raise ReportError(f"unknown {what} id {run_id!r}") from None
 
 
 def _experiment_of(client: MlflowClient, run_id: str) -> str:
@@ -112,48 +78,46 @@ def _experiment(client: MlflowClient, name: str | None):
             if exp.name == name:
                 return exp
         available = ", ".join(sorted(exp.name for exp in experiments)) or "none"
-        raise ReportError(f"unknown experiment {name!r} (available: {available})")
+        raise NotFound(f"unknown experiment {name!r} (available: {available})")
     latest = client.search_runs(
         [exp.experiment_id for exp in experiments], order_by=["attributes.start_time DESC"], max_results=1
     )
     if not latest:
-        raise ReportError(f"no runs in the MLflow store at {client.tracking_uri}")
+        raise NotFound(f"no runs in the MLflow store at {client.tracking_uri}")
     return client.get_experiment(latest[0].info.experiment_id)
 
 
 def run_history(client: MlflowClient, run_id: str) -> pd.DataFrame:
     """Per-epoch metrics of a run (step = epoch), one column per curve of ``history.CURVES``."""
-    return pd.DataFrame(stored_history(client, run_id), columns=[EPOCH, *vocabulary.CURVES])
+    return pd.DataFrame(runs.stored_history(client, run_id), columns=[EPOCH, *vocabulary.CURVES])
 
 
-def run_labels(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
+def run_labels(chosen: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
     """What distinguishes each run: the values of the differing override keys, or, when the overrides are
     all alike (e.g. hand-picked runs launched with the same command line), of the differing params.
 
     Returns one {key: value} dict per run (the table's key columns) and one legend label per run; labels of
     runs that do not differ at all are made unique with the run name."""
-    settings = [_overrides(run) for run in runs]
+    settings = [_overrides(run) for run in chosen]
     if not _differing(settings):
-        settings = [run.data.params for run in runs]
+        settings = [run.data.params for run in chosen]
     keys = _differing(settings)
     values = [{key: s.get(key, UNSET) for key in keys} for s in settings]
     labels = [
         " ".join(f"{k}={v}" for k, v in vals.items()) or run.info.run_name
-        for vals, run in zip(values, runs, strict=False)
+        for vals, run in zip(values, chosen, strict=False)
     ]
     duplicated = {label for label in labels if labels.count(label) > 1}
     labels = [
         f"{label} ({run.info.run_name})" if label in duplicated else label
-        for label, run in zip(labels, runs, strict=False)
+        for label, run in zip(labels, chosen, strict=False)
     ]
     return values, labels
 
 
 def _overrides(run: Run) -> dict[str, str]:
     """``"cost=quadratic seed=1"`` -> {"cost": "quadratic", "seed": "1"}."""
-    return dict(
-        token.partition("=")[::2] for token in tags.split_overrides(run.data.tags.get(tags.OVERRIDES, ""))
-    )
+    return dict(token.partition("=")[::2] for token in grammar.split(run.data.tags.get(Tag.OVERRIDES, "")))
 
 
 def _differing(settings: Sequence[dict[str, str]]) -> list[str]:
@@ -167,7 +131,7 @@ def table_row(run: Run, history: pd.DataFrame) -> dict:
     epochs the store holds, so a failed run is summarized from the epochs it completed."""
     summary = summarize(history.to_dict("records"))
     end = run.info.end_time
-    wall = run.data.metrics.get(WALL_SECONDS, (end - run.info.start_time) / 1000 if end else math.nan)
+    wall = run.data.metrics.get(Summary.WALL_SECONDS, (end - run.info.start_time) / 1000 if end else math.nan)
     percent = {
         "best validation %": vocabulary.BEST_VALIDATION_ACCURACY,
         "final validation %": final(vocabulary.key("validation", "accuracy")),
@@ -187,12 +151,12 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
     """Write accuracy.png, cost.png, summary.csv and summary.md into out_dir. (The two figures are the
     rows of one run's learning_curves.png, for many runs: one figure of both would repeat them.)"""
     if not run_ids:
-        raise ReportError("no runs to report")
+        raise NotFound("no runs to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [client.get_run(run_id) for run_id in run_ids]
+    chosen = [client.get_run(run_id) for run_id in run_ids]
     histories = [run_history(client, run_id) for run_id in run_ids]
-    values, labels = run_labels(runs)
+    values, labels = run_labels(chosen)
     by_label = dict(zip(labels, histories, strict=False))
     paths = [
         plot_metric(by_label, "accuracy", out / "accuracy.png", f"{title}: accuracy"),
@@ -201,9 +165,9 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
 
     rows = [
         {"run": run.info.run_name, "run_id": run.info.run_id, **vals, **table_row(run, history)}
-        for run, vals, history in zip(runs, values, histories, strict=False)
+        for run, vals, history in zip(chosen, values, histories, strict=False)
     ]
-    failures = [run.data.tags.get(tags.FAILURE_REASON, "") for run in runs]
+    failures = [run.data.tags.get(Tag.FAILURE_REASON, "") for run in chosen]
     table = pd.DataFrame(rows).astype({"best epoch": "Int64"})
     table = table.assign(**({"failure": failures} if any(failures) else {}))
     table = table.sort_values("best validation %", ascending=False, na_position="last", kind="stable")
@@ -233,6 +197,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^\w.=-]+", "_", name)
 
 
+@errors.one_line("python -m nnexp.report", also=(MlflowException,))
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nnexp.report", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -246,20 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, help="output directory (default: reports/<experiment>_<sweep name>)"
     )
     args = parser.parse_args(argv)
-    try:
-        client = store.connect(store.store_uri())
-        run_ids, name = select_runs(client, args.experiment, args.sweep, args.runs)
-        paths = write_report(client, run_ids, args.out or Path("reports") / _slug(name), name)
-    except (ReportError, store.StoreError, MlflowException) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"nnexp.report: error: {message}", file=sys.stderr)
-        return 1
+    client = store.connect(store.store_uri())
+    run_ids, name = select_runs(client, args.experiment, args.sweep, args.runs)
+    paths = write_report(client, run_ids, args.out or Path("reports") / _slug(name), name)
     print(f"report on {len(run_ids)} runs written to {paths[0].parent}")
     return 0
 
 
 if __name__ == "__main__":
-    from nnexp import worker
-
-    worker.exit_without_collecting()
+    process.prepare()
     sys.exit(main())

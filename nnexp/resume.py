@@ -24,30 +24,28 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from nnexp import checkpoints, store, tags
-from nnexp.config import ConfigError
+from nnexp import checkpoints, grammar, runs, store
 from nnexp.engine import Network
+from nnexp.engine.history import ETA
 from nnexp.engine.training import TrainingState
-from nnexp.tracking import FINISHED, RUNNING, run_params
+from nnexp.errors import ConfigError
+from nnexp.grammar import RESUME
+from nnexp.handoff import SweepHandoff
+from nnexp.tracking import run_params
+from nnexp.vocabulary import Status, Tag
 
-if TYPE_CHECKING:
-    from nnexp.sweep import SweepHandoff
-
-KEY = "resume"
 STALE_SECONDS = 600  # a RUNNING run on another host counts as dead after this long without a metric
 CHANGEABLE = ("train.epochs",)  # the one setting a resume may change (to train further)
 
 
 def requested(argv: Sequence[str]) -> str | None:
     """The run id of a ``resume=<id>`` on the command line, if any."""
-    ids = [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{KEY}=")]
+    ids = [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{RESUME}=")]
     return ids[-1] if ids else None
 
 
@@ -61,7 +59,7 @@ def command_line(argv: Sequence[str]) -> list[str]:
     run_id = requested(argv)
     if run_id is None:
         return list(argv)
-    given = [arg for arg in argv if not arg.startswith(f"{KEY}=") and arg not in ("-m", "--multirun")]
+    given = [arg for arg in grammar.without_resume(argv) if arg not in ("-m", "--multirun")]
     refused = [arg for arg in given if arg.split("=", 1)[0] not in CHANGEABLE and not arg.startswith("hydra")]
     if refused:
         raise ConfigError(
@@ -69,19 +67,19 @@ def command_line(argv: Sequence[str]) -> list[str]:
             f"(and hydra settings), not {' '.join(refused)}"
         )
     client = store.connect(store.store_uri())
-    run = get_run(client, run_id)
-    if run.data.tags.get(tags.SWEEP) == "true":
+    run = runs.get(client, run_id)
+    if run.data.tags.get(Tag.SWEEP) == "true":
         if any(not arg.startswith("hydra") for arg in given):
             raise ConfigError(
                 f"a sweep is resumed as it ran: only hydra settings may be given, not {' '.join(given)}"
             )
-        command = ["-m", *recorded(run, tags.HYDRA_OVERRIDES), *recorded(run, tags.OVERRIDES), *given]
-        if tags.SEARCH in run.data.tags:  # a study continues when its command runs again
+        command = ["-m", *recorded(run, Tag.HYDRA_OVERRIDES), *recorded(run, Tag.OVERRIDES), *given]
+        if Tag.SEARCH in run.data.tags:  # a study continues when its command runs again
             more = any(arg.startswith("hydra.sweeper.n_trials=") for arg in given)
             refuse_unless_resumable(client, run, further=more, hint="a larger hydra.sweeper.n_trials")
             return command
         refuse_unless_resumable(client, run, further=False)
-        return [*command, f"{KEY}={run_id}"]
+        return [*command, f"{RESUME}={run_id}"]
     epochs = [int(arg.split("=", 1)[1]) for arg in given if arg.startswith("train.epochs=")]
     if epochs and epochs[-1] < target_epochs(run):
         raise ConfigError(
@@ -91,36 +89,29 @@ def command_line(argv: Sequence[str]) -> list[str]:
     refuse_unless_resumable(client, run, further, hint="a larger train.epochs")
     if not checkpoints.exists(client, run_id):
         raise ConfigError(f"run {run_id} has no checkpoint to resume from (it began before nnexp kept them)")
-    return [*recorded(run, tags.OVERRIDES), *given, f"{KEY}={run_id}"]
+    return [*recorded(run, Tag.OVERRIDES), *given, f"{RESUME}={run_id}"]
 
 
 def recorded(run: Run, tag: str) -> list[str]:
     """The overrides the run recorded in ``tag`` when it started."""
-    return tags.split_overrides(run.data.tags.get(tag, ""))
-
-
-def get_run(client: MlflowClient, run_id: str) -> Run:
-    try:
-        return client.get_run(run_id)
-    except MlflowException:
-        raise ConfigError(f"unknown run id {run_id!r} in the MLflow store {client.tracking_uri}") from None
+    return grammar.split(run.data.tags.get(tag, ""))
 
 
 def target_epochs(run: Run) -> int:
     """The number of epochs the run trains to: its latest target, or its param."""
-    return int(run.data.tags.get(tags.TRAIN_EPOCHS) or run.data.params["train.epochs"])
+    return int(run.data.tags.get(Tag.TRAIN_EPOCHS) or run.data.params["train.epochs"])
 
 
 def refuse_unless_resumable(client: MlflowClient, run: Run, further: bool, hint: str | None = None) -> None:
     """Raise ``ConfigError`` unless the run is one to take up: not finished (or to go further, which
     ``hint`` says how to ask for), and not live in another process."""
     run_id, status = run.info.run_id, run.info.status
-    if status == FINISHED and not further:
-        what = "sweep" if run.data.tags.get(tags.SWEEP) == "true" else "run"
+    if status == Status.FINISHED and not further:
+        what = "sweep" if run.data.tags.get(Tag.SWEEP) == "true" else "run"
         more = f" (give {hint} to go further)" if hint else ""
         raise ConfigError(f"{what} {run_id} already FINISHED: nothing to resume{more}")
-    if status == RUNNING and is_live(client, run):
-        host, pid = run.data.tags.get(tags.HOST), run.data.tags.get(tags.PID)
+    if status == Status.RUNNING and is_live(client, run):
+        host, pid = run.data.tags.get(Tag.HOST), run.data.tags.get(Tag.PID)
         raise ConfigError(
             f"run {run_id} is RUNNING in process {pid} on {host}: two processes must not write one run"
         )
@@ -128,7 +119,7 @@ def refuse_unless_resumable(client: MlflowClient, run: Run, further: bool, hint:
 
 def is_live(client: MlflowClient, run: Run) -> bool:
     """Whether the process that runs ``run`` may still be at work (see the module's docstring)."""
-    host, pid = run.data.tags.get(tags.HOST), run.data.tags.get(tags.PID)
+    host, pid = run.data.tags.get(Tag.HOST), run.data.tags.get(Tag.PID)
     if host == socket.gethostname() and pid:
         try:
             os.kill(int(pid), 0)
@@ -137,7 +128,7 @@ def is_live(client: MlflowClient, run: Run) -> bool:
         except PermissionError:
             return True
         return True
-    history = client.get_metric_history(run.info.run_id, "eta")
+    history = client.get_metric_history(run.info.run_id, ETA)
     last = max([m.timestamp for m in history], default=run.info.start_time)
     return time.time() - last / 1000 < STALE_SECONDS
 
@@ -161,18 +152,19 @@ def find(cfg: DictConfig, sweep: SweepHandoff | None, job_num: int) -> Resumptio
     the job (submitit runs it again with the same job number after a preemption or time-out).
     """
     if sweep is None:
-        if cfg.get(KEY) is None:
+        if cfg.get(RESUME) is None:
             return None
         client = store.connect(store.store_uri())
-        run = get_run(client, cfg.get(KEY))
+        run = runs.get(client, cfg.get(RESUME))
     else:
         client = sweep.client()
-        query = f"tags.`{tags.SWEEP_ID}` = '{sweep.parent_run_id}' and tags.`{tags.JOB}` = '{job_num}'"
-        found = client.search_runs([sweep.experiment_id], query)
+        found = runs.find(
+            client, [sweep.experiment_id], {Tag.SWEEP_ID: sweep.parent_run_id, Tag.JOB: str(job_num)}
+        )
         if not found:
             return None
         run = found[0]
-        if run.info.status == FINISHED:
+        if run.info.status == Status.FINISHED:
             return Resumption(client, run, None, skip=True)
         refuse_unless_resumable(client, run, further=False)
     check_config_unchanged(cfg, run)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,11 +23,14 @@ from mlflow.entities import DatasetInput
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nnexp import checkpoints, config, record, resume, store, tags, tracking, worker
+from nnexp import checkpoints, config, grammar, lineage, process, resume, store, tracking
 from nnexp.engine import DataError, Dataset, Network, sgd
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, SPLITS, Metrics, key
 from nnexp.engine.training import TrainingState
-from nnexp.sweep import SweepHandoff
+from nnexp.errors import ConfigError
+from nnexp.handoff import SweepHandoff
+from nnexp.study import StudyPlace
+from nnexp.vocabulary import Status, Tag
 
 if TYPE_CHECKING:
     from nnexp.search import TrialReporter
@@ -35,7 +38,6 @@ if TYPE_CHECKING:
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: found however this module is started
 
 config.register()
-worker.exit_without_collecting()  # in a sweep's workers too: they import this module for main
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
@@ -46,6 +48,7 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     optimises, and its history holds every epoch's metrics. A run that ends FAILED in a command of
     its own (not a sweep) exits with status 1, so that scripts and schedulers see it.
     """
+    process.prepare()  # in a sweep's workers too: they import this module for main, not run it
     c = config.validate(cfg)
     job = HydraConfig.get()
     sweep = SweepHandoff.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
@@ -55,18 +58,18 @@ def main(cfg: DictConfig) -> tracking.RunResult:
         return tracking.RunResult.of(taken_up.client, taken_up.run)
     reporter = trial_reporter(c, job, sweep)
     try:
-        dataset = worker.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
+        dataset = process.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
     except DataError as error:  # missing or corrupt files: one line, and no run created
-        raise config.ConfigError(str(error)) from None
+        raise ConfigError(str(error)) from None
     if taken_up is not None and taken_up.checkpoint is not None:
         net, state = taken_up.checkpoint
     else:
-        net, state = build_network(c, dataset.n_inputs, dataset.n_classes), TrainingState()
+        net, state = config.build_network(c, dataset.n_inputs, dataset.n_classes), TrainingState()
     if taken_up is not None:
         run = tracking.TrackedRun.reopen(taken_up.client, taken_up.run, state.history, c.train.epochs)
     else:
-        run = start_run(cfg, c, job, sweep, record.dataset_input(c.data, dataset))
-    threads = worker.limit_blas_threads(job)
+        run = start_run(cfg, c, job, sweep, lineage.dataset_input(c.data, dataset))
+    threads = process.limit_blas_threads(blas_threads(job))
     output_dir = Path(job.runtime.output_dir)
     pruned = False  # stays so when training diverges: ending() swallows that, the run ends FAILED
     with tracking.ending(run):
@@ -78,7 +81,7 @@ def main(cfg: DictConfig) -> tracking.RunResult:
     if run.failure is not None:
         print(f"{run.name}: FAILED, {run.failure}", file=sys.stderr)
     print(f"{run.name}: {store.runs_url(run.experiment_id)}")
-    if run.status != tracking.FINISHED and job.mode == RunMode.RUN:
+    if run.status != Status.FINISHED and job.mode == RunMode.RUN:
         sys.exit(1)
     return run.result(pruned)
 
@@ -92,26 +95,22 @@ def trial_reporter(c: config.Config, job: DictConfig, sweep: SweepHandoff | None
     if c.trial is None:
         return None
     if sweep is None or sweep.study_name is None:
-        raise config.ConfigError(f"trial={c.trial}: only a search (-m search=...) sets trial")
-    from nnexp.search import StudyPlace, TrialReporter  # Optuna is for searches
+        raise ConfigError(f"trial={c.trial}: only a search (-m search=...) sets trial")
+    from nnexp.search import TrialReporter  # Optuna: only a search's jobs need it
 
     return TrialReporter(
         StudyPlace(sweep.study_name, sweep.study_storage), job.sweeper.get("pruner"), c.trial
     )
 
 
-def build_network(c: config.Config, n_inputs: int, n_classes: int) -> Network:
-    return Network(
-        [n_inputs, *c.model.hidden, n_classes],
-        activation=c.activation.name,
-        cost=c.cost.name,
-        init=c.init.name,
-        regularizer=c.regularization.name,
-        lmbda=c.regularization.lmbda,
-        p=c.regularization.p,
-        seed=c.seed,
-        dtype=c.dtype,
-    )
+def blas_threads(job: DictConfig) -> int | None:
+    """The BLAS threads this job may use: one per CPU a submitit launcher gives the job (SLURM gives one
+    unless told), one when jobs run side by side (joblib), else None: BLAS's own choice, every core."""
+    if "cpus_per_task" in job.launcher:
+        return job.launcher.cpus_per_task or 1
+    if job.mode == RunMode.MULTIRUN and job.launcher.get("n_jobs") not in (None, 1):
+        return 1
+    return None
 
 
 def train(
@@ -169,19 +168,19 @@ def start_run(
         client, experiment_id = sweep.client(), sweep.experiment_id
     else:
         client, experiment_id = store.open_experiment(store.store_uri(job.runtime.cwd), c.tracking.experiment)
-    overrides = [o for o in job.overrides.task if not o.startswith(f"{resume.KEY}=")]
+    overrides = grammar.without_resume(job.overrides.task)
     run_tags = {
-        tags.OVERRIDES: tags.join_overrides(overrides),
-        tags.SWEEP_ID: sweep.parent_run_id if sweep else "",
-        tags.JOB: str(job.job.get("num", 0)),
-        tags.SEED: str(c.seed),
-        **record.source_tags(),
-        tags.TRAIN_EPOCHS: str(c.train.epochs),
+        Tag.OVERRIDES: grammar.join(overrides),
+        Tag.SWEEP_ID: sweep.parent_run_id if sweep else "",
+        Tag.JOB: str(job.job.get("num", 0)),
+        Tag.SEED: str(c.seed),
+        **lineage.source_tags(),
+        Tag.TRAIN_EPOCHS: str(c.train.epochs),
     }
     if c.trial is not None:
-        run_tags[tags.TRIAL] = str(c.trial)
+        run_tags[Tag.TRIAL] = str(c.trial)
     if sweep is not None:
-        run_tags[tags.PARENT] = sweep.parent_run_id
+        run_tags[Tag.PARENT] = sweep.parent_run_id
     name = run_name(overrides, c.seed)
     return tracking.TrackedRun.create(client, experiment_id, name, run_tags, tracking.run_params(cfg), data)
 
@@ -221,7 +220,14 @@ def accuracies(metrics: Metrics) -> str:
     return " ".join(shown) + f" ({metrics[EPOCH_SECONDS]:.1f}s)"
 
 
-if __name__ == "__main__":
+def command(argv: Sequence[str]) -> None:
+    """``python -m nnexp.run *argv``: a ``resume=<id>`` becomes the run's own command line, then Hydra
+    runs ``main`` (or a sweep of it); bad input ends in one line and exit status 1."""
+    process.prepare()
     with config.one_line_errors():
-        sys.argv[1:] = resume.command_line(sys.argv[1:])
+        sys.argv[1:] = resume.command_line(argv)
         main()
+
+
+if __name__ == "__main__":
+    command(sys.argv[1:])

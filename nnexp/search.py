@@ -4,16 +4,18 @@
     python -m nnexp.run -m search=ch3_eta_lmbda hydra.sweeper.n_trials=40 'activation=choice(sigmoid,tanh)'
 
 Chapter 3 of the book chooses eta, lmbda and the rest by hand ("a broad strategy") and names the
-automated alternatives; this is one. ``Search`` is a Hydra sweeper (its door in ``hydra_plugins``)
-that drives Optuna through its ask/tell interface: it asks the study for ``n_jobs`` trials, launches
-them as jobs through the configured launcher (basic, joblib, submitit), and tells the study how each
-ended. A job reopens its own trial from the study's storage (``TrialReporter``), reports its
-validation accuracy after every epoch and stops as soon as the pruner says so. The objective is the
-best validation accuracy: test data never enters the search.
+automated alternatives; this is one. ``Search`` is a Hydra sweeper (its door and its typed settings in
+``hydra_plugins/nnexp_search``) that drives Optuna through its ask/tell interface: it asks the study for
+``n_jobs`` trials, launches them as jobs through the configured launcher (basic, joblib, submitit), and
+tells the study how each ended. A job reopens its own trial from the study's storage
+(``TrialReporter``), reports its validation accuracy after every epoch and stops as soon as the pruner
+says so. The objective is the best validation accuracy: test data never enters the search.
 
 The study lives in a journal file beside the MLflow store (``optuna.journal``), or in the database
-``hydra.sweeper.storage`` names. Running the same command again continues the same study:
-``n_trials`` is the study's total, and trials a crash left RUNNING are failed and tried again.
+``hydra.sweeper.storage`` names (``nnexp.study``). Running the same command again continues the same
+study: ``n_trials`` is the study's total, and trials a crash left RUNNING are failed and tried again.
+
+This module imports Optuna: only the search's door and a trial's job import it, when a search runs.
 """
 
 from __future__ import annotations
@@ -23,15 +25,13 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
@@ -39,93 +39,42 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from mlflow.entities import Metric, Run, RunTag
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from nnexp import store, tags
-from nnexp.config import ConfigError
+from nnexp import runs
+from nnexp.adapters.optuna_trial import trial_of
 from nnexp.engine.history import EPOCH, OBJECTIVE, key
+from nnexp.errors import ConfigError
+from nnexp.grammar import Overrides
+from nnexp.handoff import SweepHandoff
 from nnexp.plots import plot_trials
-from nnexp.tracking import BEST_TRIAL, FAILED, FINISHED, RUNNING, RunResult
+from nnexp.study import StudyPlace, check_storage, study_of
+from nnexp.tracking import RunResult
+from nnexp.vocabulary import Status, Summary, Tag
 
-SWEEPER = "hydra_plugins.nnexp_search.SearchSweeper"  # hydra/sweeper=nnexp_optuna
-JOURNAL = "optuna.journal"  # the default storage, beside the MLflow store
 INTERRUPTED = "interrupted"  # a trial's user attribute: failed because a crash left it RUNNING
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-
-# --- Where the study is -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudyPlace:
-    """A study's name and storage: what the driver and every job need to reach the same study."""
-
-    name: str
-    storage: str  # a database URL (sqlite:///, postgresql://...) or the path of a journal file
-
-    def open(self) -> optuna.storages.BaseStorage:
-        """The study's storage: an RDB for a URL, Optuna's JournalStorage for a file (safe for parallel
-        workers and on network file systems, where Optuna advises against sqlite)."""
-        if "://" in self.storage:
-            return optuna.storages.RDBStorage(self.storage)
-        backend = optuna.storages.journal.JournalFileBackend(self.storage)
-        return optuna.storages.JournalStorage(backend)
-
-
-def is_search(config: DictConfig) -> bool:
-    return config.hydra.sweeper.get("_target_") == SWEEPER
-
-
-def study_of(config: DictConfig) -> StudyPlace | None:
-    """Where the search of ``config`` keeps its study; None when the sweep is not a search.
-
-    Without ``study_name`` the study is named after the search preset and the command's other task
-    overrides, so that running the same command again continues the same study.
-    """
-    if not is_search(config):
-        return None
-    sweeper = config.hydra.sweeper
-    name = sweeper.get("study_name")
-    if not name:
-        preset = config.hydra.runtime.choices.get("search") or "search"
-        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
-        name = " ".join([preset, *(line for line in fixed if not line.startswith(("search=", "resume=")))])
-    storage = sweeper.get("storage")
-    if not storage:
-        local = store.local_path(store.store_uri())
-        storage = str((local.parent if local is not None else Path.cwd()) / JOURNAL)
-    return StudyPlace(name, storage)
+def quiet_optuna() -> None:
+    """Optuna's INFO line for every trial is noise beside the runs' own lines."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 # --- The search space -------------------------------------------------------------------------------
 
 
 def search_space(
-    config: DictConfig, arguments: Sequence[str]
+    config: DictConfig, arguments: Sequence[str] | None = None
 ) -> tuple[list[str], dict[str, BaseDistribution]]:
-    """(the fixed overrides of every trial, the parameters to search and their distributions), from
-    ``hydra.sweeper.params`` then the command line (a key given on both takes the command line's).
+    """(the fixed overrides of every trial, the parameters to search and their distributions), from the
+    sweep of ``config`` (``arguments``: the command line, by default the command's own).
 
     Raises ``ConfigError`` for an empty or inverted interval, or log on a non-positive bound.
     """
-    params = config.hydra.sweeper.get("params") or {}
-    lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    fixed: dict[str, str] = {}
-    space: dict[str, BaseDistribution] = {}
-    for override in parser.parse_overrides(lines):
-        key = override.get_key_element()
-        fixed.pop(key, None)
-        space.pop(key, None)
-        if override.is_sweep_override():
-            space[key] = distribution(override)
-        else:
-            fixed[key] = f"{key}={override.get_value_element_as_str()}"
-    return list(fixed.values()), space
+    overrides = Overrides.of_sweep(config, arguments)
+    return overrides.fixed, {key: distribution(override) for key, override in overrides.swept.items()}
 
 
 def distribution(override: Override) -> BaseDistribution:
@@ -173,12 +122,13 @@ def corners(space: Mapping[str, BaseDistribution]) -> list[dict[str, Any]]:
     return [{key: end(dist, last) for key, dist in space.items()} for last in (False, True)]
 
 
-def check(config: DictConfig, compose_and_validate) -> None:
-    """Everything about a search that can be wrong, before any study or run exists: the space, the
-    values at its bounds (composed and validated as a job would be), the sampler, the pruner, the
-    storage. Raises ``ConfigError`` (one line)."""
+def check(config: DictConfig, compose_and_validate: Callable[[list[str]], None]) -> None:
+    """Everything about a search that its types cannot say, before any study or run exists: the space,
+    the values at its bounds (composed and validated as a job would be), the sampler, the pruner, the
+    storage. (``hydra_plugins.nnexp_search.config`` types the settings themselves.) Raises
+    ``ConfigError`` (one line)."""
     sweeper = config.hydra.sweeper
-    fixed, space = search_space(config, OmegaConf.to_container(config.hydra.overrides.task))
+    fixed, space = search_space(config)
     if not space:
         raise ConfigError(
             "a search needs parameters to search: hydra.sweeper.params or a sweep on the command line"
@@ -187,10 +137,9 @@ def check(config: DictConfig, compose_and_validate) -> None:
         compose_and_validate(trial_overrides(fixed, corner))
     for what in ("sampler", "pruner"):
         build(sweeper.get(what), what)
-    if sweeper.direction not in ("maximize", "minimize"):
-        raise ConfigError(f"invalid hydra.sweeper.direction={sweeper.direction}: accepted maximize, minimize")
-    if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
-        raise ConfigError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be integers >= 1")
+    for name in ("n_trials", "n_jobs"):
+        if sweeper[name] < 1:
+            raise ConfigError(f"invalid hydra.sweeper.{name}={sweeper[name]}: accepted an integer >= 1")
     check_storage(study_of(config).storage)
 
 
@@ -203,30 +152,6 @@ def build(settings: DictConfig | None, what: str) -> Any:
     except (HydraException, TypeError, ValueError) as error:
         message = str(error).strip().splitlines()[0]
         raise ConfigError(f"cannot build the {what} {settings.get('_target_')!r}: {message}") from None
-
-
-def check_storage(storage: str) -> None:
-    """Whether the study's storage can be opened, without creating anything in it; and that it holds
-    no password, which would travel with the sweep's settings into its logs and tags."""
-    if store.shown(storage) != storage:
-        raise ConfigError(
-            f"hydra.sweeper.storage={store.shown(storage)} holds a password: give it as PGPASSWORD "
-            "(or in ~/.pgpass) instead, or it would be logged with the search"
-        )
-    if "://" in storage:
-        from sqlalchemy import create_engine
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            with create_engine(storage).connect():
-                pass
-        except (SQLAlchemyError, ImportError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0]
-            raise ConfigError(f"cannot open the study's storage {storage}: {reason}") from None
-        return
-    folder = Path(storage).parent
-    if not folder.is_dir():
-        raise ConfigError(f"cannot open the study's storage {storage}: no directory {folder}")
 
 
 # --- The driver ---------------------------------------------------------------------------------------
@@ -244,16 +169,13 @@ class Search:
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Read the settings from ``config.hydra.sweeper`` (where every job reads them too), and build
         the launcher that runs the trials."""
-        from hydra.core.plugins import Plugins
-
+        quiet_optuna()
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
     def sweep(self, arguments: list[str]) -> list[Any]:
-        from nnexp.sweep import SweepHandoff
-
         handoff = SweepHandoff.load(Path(self.config.hydra.sweep.dir))
         place = study_of(self.config)
         fixed, space = search_space(self.config, arguments)
@@ -263,7 +185,7 @@ class Search:
             storage=place.open(),
             sampler=build(settings.sampler, "sampler"),
             pruner=build(settings.pruner, "pruner"),
-            direction=settings.direction,
+            direction=settings.direction.name,
             load_if_exists=True,
         )
         book = TrialBook(handoff.client(), handoff.parent_run_id)
@@ -278,13 +200,6 @@ class Search:
             returns.append(results)
         book.record(study)
         return returns
-
-
-def trial_of(study: optuna.Study, number: int) -> optuna.trial.Trial:
-    """The running trial ``number`` of ``study``, to report to or annotate from any process: Optuna
-    has no public way to reopen a trial by number (its private storage lookup, as checked for 5.0)."""
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    return optuna.trial.Trial(study, trial_id)
 
 
 def counted(study: optuna.Study) -> int:
@@ -303,8 +218,9 @@ class TrialBook:
 
     def run_of(self, number: int) -> Run | None:
         parent = self.client.get_run(self.parent_run_id)
-        query = f"tags.`{tags.PARENT}` = '{self.parent_run_id}' and tags.`{tags.TRIAL}` = '{number}'"
-        found = self.client.search_runs([parent.info.experiment_id], query)
+        found = runs.find(
+            self.client, [parent.info.experiment_id], {Tag.PARENT: self.parent_run_id, Tag.TRIAL: str(number)}
+        )
         return found[0] if found else None
 
     def retry_interrupted(self, study: optuna.Study) -> None:
@@ -314,11 +230,11 @@ class TrialBook:
             study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params)
             run = self.run_of(trial.number)
-            if run is not None and run.info.status == RUNNING:
+            if run is not None and run.info.status == Status.RUNNING:
                 reason = "interrupted: the search's process died; its parameters are tried again"
-                self.client.set_tag(run.info.run_id, tags.FAILURE_REASON, reason)
-                self.client.set_tag(run.info.run_id, tags.TRIAL_STATE, TrialState.FAIL.name)
-                self.client.set_terminated(run.info.run_id, FAILED)
+                self.client.set_tag(run.info.run_id, Tag.FAILURE_REASON, reason)
+                self.client.set_tag(run.info.run_id, Tag.TRIAL_STATE, TrialState.FAIL.name)
+                self.client.set_terminated(run.info.run_id, Status.FAILED)
 
     def tell(self, study: optuna.Study, trial: optuna.trial.Trial, job: JobReturn) -> None:
         """Tell the study how a trial's job ended: COMPLETE with its objective, PRUNED, or FAIL (the run
@@ -331,11 +247,11 @@ class TrialBook:
             return
         if result.pruned:
             state = study.tell(trial, state=TrialState.PRUNED).state
-        elif result.status == FINISHED and math.isfinite(result.objective):
+        elif result.status == Status.FINISHED and math.isfinite(result.objective):
             state = study.tell(trial, result.objective).state
         else:
             state = study.tell(trial, state=TrialState.FAIL).state
-        self.client.set_tag(result.run_id, tags.TRIAL_STATE, state.name)
+        self.client.set_tag(result.run_id, Tag.TRIAL_STATE, state.name)
 
     def record(self, study: optuna.Study) -> None:
         """The study on its parent run: the best trial's validation accuracy and parameters, trials.csv,
@@ -344,25 +260,22 @@ class TrialBook:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete:
             best = study.best_trial
-            metrics = {OBJECTIVE: best.value, BEST_TRIAL: best.number}
+            metrics = {OBJECTIVE: best.value, Summary.BEST_TRIAL: best.number}
             self.client.log_batch(
                 self.parent_run_id,
                 metrics=[
                     Metric(k, float(v), int(time.time() * 1000), len(trials)) for k, v in metrics.items()
                 ],
-                tags=[RunTag(f"{tags.BEST_PARAM}{key}", str(value)) for key, value in best.params.items()],
+                tags=[RunTag(f"{Tag.BEST_PARAM}{key}", str(value)) for key, value in best.params.items()],
             )
         with tempfile.TemporaryDirectory() as tmp:
             for path in study_files(study, Path(tmp), self.runs_by_trial()):
                 self.client.log_artifact(self.parent_run_id, str(path))
 
     def runs_by_trial(self) -> dict[int, str]:
-        parent = self.client.get_run(self.parent_run_id)
-        runs = self.client.search_runs(
-            [parent.info.experiment_id], f"tags.`{tags.PARENT}` = '{self.parent_run_id}'"
-        )
+        children = runs.children(self.client, self.client.get_run(self.parent_run_id))
         return {
-            int(run.data.tags[tags.TRIAL]): run.info.run_id for run in runs if tags.TRIAL in run.data.tags
+            int(run.data.tags[Tag.TRIAL]): run.info.run_id for run in children if Tag.TRIAL in run.data.tags
         }
 
 
@@ -377,6 +290,7 @@ def study_files(study: optuna.Study, out: Path, runs: Mapping[int, str]) -> list
     best = study.best_trial.number if complete else None
     curves = {t.number: (t.state.name, dict(t.intermediate_values)) for t in trials}
     paths = [out / "trials.csv", plot_trials(curves, best, out / "trial_curves.png", study.study_name)]
+    # pyplot (a second to import) and Optuna's plots: the driver draws the study, a trial's job never does
     import matplotlib
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
@@ -408,6 +322,7 @@ class TrialReporter:
     job builds the same one from ``hydra.sweeper.pruner``."""
 
     def __init__(self, place: StudyPlace, pruner: DictConfig | None, number: int):
+        quiet_optuna()
         study = optuna.load_study(study_name=place.name, storage=place.open(), pruner=build(pruner, "pruner"))
         self.trial = trial_of(study, number)
 

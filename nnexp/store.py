@@ -1,12 +1,10 @@
-"""Where runs are recorded: the MLflow store rules, and the UI that shows them.
+"""Where runs are recorded: the MLflow store rules, and the checks a store passes before anything is
+written to it.
 
 The store is ``$MLFLOW_TRACKING_URI`` if set, else ``mlflow.db`` in the directory the command was
 started in, with artifacts in ``mlartifacts/`` beside it. Commands that record runs open the store
 with ``open_experiment`` (creating it if need be); commands that only read it use ``connect``, which
-never creates one.
-
-    python -m nnexp.store url [EXPERIMENT]   # print the runs-table URL of the store in this directory
-    python -m nnexp.store ui [EXPERIMENT]    # the same, then serve that store with `mlflow ui`
+never creates one. ``python -m nnexp.server ui`` shows the store in MLflow's UI.
 """
 
 from __future__ import annotations
@@ -14,32 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from mlflow.tracking import MlflowClient
+from nnexp.errors import StoreError
+from nnexp.vocabulary import Tag
 
-from nnexp import tags
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
-HOST, PORT = "127.0.0.1", 5000  # where `mlflow ui` serves the store (`python -m nnexp.store ui`)
+HOST, PORT = "127.0.0.1", 5000  # where MLflow's UI serves the store (`python -m nnexp.server ui`)
 UI = f"http://{HOST}:{PORT}"
-
-
 PREFLIGHT_SECONDS = 5.0  # how long a server may take to answer before a command gives up on it
-# The MLflow client otherwise retries an unanswering server for minutes (7 retries, backoff factor 2,
-# 120 s timeouts): a few quick retries ride out a hiccup, and a lost server fails the job soon.
-for _name, _value in {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}.items():
-    os.environ.setdefault(_name, _value)
-
-
-class StoreError(Exception):
-    """The store cannot be used (missing, corrupt, not answering, refusing): one line, no traceback."""
 
 
 def store_uri(start_dir: Path | None = None) -> str:
@@ -73,12 +58,14 @@ def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     The first call on a fresh sqlite store also creates its schema: for a sweep, call this once in the
     launching process, because parallel jobs racing to set up one sqlite file fail.
     """
+    from mlflow.tracking import MlflowClient  # MLflow: 2 s of imports that `make ui` and `make server` skip
+
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return client, found.experiment_id
     experiment_id = client.create_experiment(
-        experiment, artifact_location=artifact_location(uri), tags={tags.EXPERIMENT_KIND: tags.CLASSIC_ML}
+        experiment, artifact_location=artifact_location(uri), tags={Tag.EXPERIMENT_KIND: Tag.CLASSIC_ML}
     )
     return client, experiment_id
 
@@ -92,6 +79,8 @@ def connect(uri: str) -> MlflowClient:
             f"no MLflow store at {path} (run `python -m nnexp.run` here first, or set MLFLOW_TRACKING_URI)"
         )
     check(uri)
+    from mlflow.tracking import MlflowClient  # MLflow: 2 s of imports that `make ui` and `make server` skip
+
     return MlflowClient(tracking_uri=uri)
 
 
@@ -193,25 +182,3 @@ WRITERS = ("EDIT", "MANAGE")  # the basic-auth app's permissions that may create
 def runs_url(experiment_id: str) -> str:
     """The UI page of the experiment's runs table (MLflow 3 otherwise opens its GenAI view)."""
     return f"{UI}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``url [EXPERIMENT]`` prints the runs-table URL of this directory's store; ``ui [EXPERIMENT]`` also
-    starts the MLflow UI on it, bound to 127.0.0.1. Printing the URL never creates a store."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("url", "ui") or len(args) > 2:
-        print("usage: python -m nnexp.store {url,ui} [EXPERIMENT]", file=sys.stderr)
-        return 2
-    uri, name = store_uri(), (args[1] if len(args) == 2 else "nnexp")
-    path = local_path(uri)
-    missing = path is not None and not path.exists()
-    experiment = None if missing else MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
-    print(runs_url(experiment.experiment_id) if experiment is not None else f"{UI}/#/experiments", flush=True)
-    if args[0] == "ui":
-        command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", HOST, "--port", str(PORT)]
-        os.execv(sys.executable, [sys.executable, "-m", *command])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

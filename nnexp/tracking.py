@@ -10,35 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from mlflow.entities import DatasetInput, Metric, Param, Run, RunStatus
+from mlflow.entities import DatasetInput, Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from nnexp import record, tags
+from nnexp import lineage, runs
 from nnexp.engine import DivergenceError, Network, summarize
-from nnexp.engine.history import CURVES, EPOCH, EPOCH_SECONDS, ETA, OBJECTIVE, Metrics
+from nnexp.engine.history import EPOCH, EPOCH_SECONDS, ETA, OBJECTIVE, Metrics
+from nnexp.grammar import RESUME
 from nnexp.plots import plot_learning_curves
+from nnexp.vocabulary import Status, Summary, Tag
 
 BATCH = 100  # MLflow's limit of params per log_batch call
 REASON_CHARS = 1000  # a failure_reason is an exception's message: keep it well inside MLflow's tag limit
-FINISHED, FAILED, KILLED, RUNNING = (
-    RunStatus.to_string(status)
-    for status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED, RunStatus.RUNNING)
-)
-WALL_SECONDS = "wall_seconds"
-BEST_TRIAL = "best_trial"  # on a search's parent run: the number of its best trial
-
-# MLflow draws a progress bar for every artifact it copies; in a run's output, one per run is noise.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
@@ -56,23 +47,9 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     """The params a run logs: its whole resolved config, flattened, but how it was started (``resume``,
     a search's ``trial``: the tags record those), which is not what it is."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    for launch in ("resume", "trial"):
+    for launch in (RESUME, "trial"):
         params.pop(launch, None)
     return params
-
-
-def stored_history(client: MlflowClient, run_id: str) -> list[Metrics]:
-    """The epochs a run logged, read back from the store: one ``Metrics`` per step."""
-    epochs: dict[int, Metrics] = {}
-    for curve in (*CURVES, EPOCH_SECONDS, ETA):
-        for metric in client.get_metric_history(run_id, curve):
-            epochs.setdefault(metric.step, {EPOCH: metric.step})[curve] = metric.value
-    return [epochs[epoch] for epoch in sorted(epochs)]
-
-
-def process_tags() -> dict[str, str]:
-    """Which process writes the run: what keeps a resume from writing it at the same time."""
-    return {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid())}
 
 
 @dataclass(frozen=True)
@@ -91,7 +68,7 @@ class RunResult:
     @classmethod
     def of(cls, client: MlflowClient, run: Run) -> RunResult:
         """The result of a run that ended before, read back from the store."""
-        return cls(run.info.run_id, run.info.status, tuple(stored_history(client, run.info.run_id)))
+        return cls(run.info.run_id, run.info.status, tuple(runs.stored_history(client, run.info.run_id)))
 
     @property
     def summary(self) -> Metrics:
@@ -129,7 +106,7 @@ class TrackedRun:
     ) -> TrackedRun:
         """A new run with its tags, params and input data; a run that cannot be given them ends FAILED
         rather than staying RUNNING."""
-        run = client.create_run(experiment_id, run_name=name, tags={**run_tags, **process_tags()})
+        run = client.create_run(experiment_id, run_name=name, tags={**run_tags, **runs.process_tags()})
         tracked = cls(client, experiment_id, run.info.run_id, name)
         with ending(tracked, finish=False):
             items = [Param(key, value) for key, value in params.items()]
@@ -147,11 +124,10 @@ class TrackedRun:
         ``epochs``, with the epochs of ``history`` (its checkpoint's) that its last process did not
         get to log now logged. Its wall time goes on from the seconds those epochs took."""
         run_id = run.info.run_id
-        client.update_run(run_id, RUNNING)
-        if tags.FAILURE_REASON in run.data.tags:
-            client.delete_tag(run_id, tags.FAILURE_REASON)
-        for key, value in {**process_tags(), tags.TRAIN_EPOCHS: str(epochs)}.items():
-            client.set_tag(run_id, key, value, synchronous=True)
+        runs.take_up(client, run_id)
+        if Tag.FAILURE_REASON in run.data.tags:
+            client.delete_tag(run_id, Tag.FAILURE_REASON)
+        client.set_tag(run_id, Tag.TRAIN_EPOCHS, str(epochs), synchronous=True)
         logged = {metric.step for metric in client.get_metric_history(run_id, ETA)}
         seconds = sum(metrics[EPOCH_SECONDS] for metrics in history)
         tracked = cls(client, run.info.experiment_id, run_id, run.info.run_name, seconds)
@@ -172,7 +148,7 @@ class TrackedRun:
     def log_summary(self) -> None:
         """The summary of the whole run, at the step of its last epoch (a run trained further later
         logs its new summary at a later step)."""
-        summary = {**summarize(self.history), WALL_SECONDS: time.perf_counter() - self.started}
+        summary = {**summarize(self.history), Summary.WALL_SECONDS: time.perf_counter() - self.started}
         self._log_metrics(summary, len(self.history))
 
     def log_outputs(self, net: Network, out_dir: Path, config_yaml: str, hydra_dir: Path | None) -> None:
@@ -189,12 +165,14 @@ class TrackedRun:
             self.client.log_artifact(self.run_id, str(out_dir / name))
         if hydra_dir is not None and hydra_dir.is_dir():
             self.client.log_artifacts(self.run_id, str(hydra_dir), ".hydra")
-        record.log_model(self, net, out_dir / "network.npz")
+        lineage.log_model(
+            self.client, self.experiment_id, self.run_id, net, out_dir / "network.npz", len(self.history)
+        )
 
     def end(self, status: str, reason: str | None = None) -> None:
         if reason is not None:
             self.failure = reason[:REASON_CHARS]
-            self.client.set_tag(self.run_id, tags.FAILURE_REASON, self.failure, synchronous=True)
+            self.client.set_tag(self.run_id, Tag.FAILURE_REASON, self.failure, synchronous=True)
         self.client.set_terminated(self.run_id, status)
         self.status = status
 
@@ -221,16 +199,18 @@ def ending(run: TrackedRun, finish: bool = True) -> Iterator[TrackedRun]:
         yield run
     except DivergenceError as error:
         run.log_summary()
-        run.end(FAILED, reason=f"diverged: {error}")
+        run.end(Status.FAILED, reason=f"diverged: {error}")
     except KeyboardInterrupt:
-        run.end(KILLED, reason="interrupted")
+        run.end(Status.KILLED, reason="interrupted")
         raise
     except SystemExit as stop:  # submitit's answer to a preemption or time-out: checkpointed, requeued
-        run.end(KILLED, reason=f"stopped (exit status {stop.code}): preempted, timed out or told to exit")
+        run.end(
+            Status.KILLED, reason=f"stopped (exit status {stop.code}): preempted, timed out or told to exit"
+        )
         raise
     except BaseException as error:
-        run.end(FAILED, reason=f"{type(error).__name__}: {error}")
+        run.end(Status.FAILED, reason=f"{type(error).__name__}: {error}")
         raise
     else:
         if finish:
-            run.end(FINISHED)
+            run.end(Status.FINISHED)

@@ -94,6 +94,43 @@ def nnexp_run(tmp_path):
 
 
 @pytest.fixture
+def nnexp_command(tmp_path, monkeypatch, capfd):
+    """Run ``python -m nnexp.run *args`` inside this process, in ``tmp_path`` (or ``cwd``): the same
+    command line, Hydra, callbacks, MLflow store and exit status, without the seconds a new process
+    spends importing MLflow and Hydra. For the tests that are about a command's result; the ones about
+    processes (signals, kills, exit hooks, launchers' workers) start real ones with ``nnexp_run``.
+
+    Hydra's global state is put back after each command, and the process's cached dataset is dropped
+    before it (a test may point NNEXP_DATA_DIR elsewhere)."""
+    from hydra.core.singleton import Singleton
+
+    from nnexp import process, run
+
+    def command(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd or tmp_path)
+        monkeypatch.setattr(sys, "argv", ["nnexp.run"])
+        process.dataset.cache_clear()
+        state = Singleton.get_state()
+        capfd.readouterr()
+        status = 0
+        with pytest.MonkeyPatch.context() as this_command:
+            for key, value in (env or {}).items():
+                this_command.setenv(key, value)
+            try:
+                run.command(list(args))
+            except SystemExit as stop:
+                if isinstance(stop.code, str):  # what the interpreter prints for sys.exit("...")
+                    print(stop.code, file=sys.stderr)
+                status = stop.code if isinstance(stop.code, int) else 1
+            finally:
+                Singleton.set_state(state)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["nnexp.run", *args], status, out, err)
+
+    return command
+
+
+@pytest.fixture
 def interruptible():
     """A ``preexec_fn`` for a child that a test interrupts with SIGINT: a shell starts background jobs
     with SIGINT ignored, and Python keeps an ignored SIGINT ignored, so a suite run in the background

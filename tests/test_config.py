@@ -58,7 +58,6 @@ def test_experiment_is_a_global_package(composer):
         (["train.schedule=cosine"], "invalid train.schedule=cosine: accepted one of constant, halve"),
         (["train.early_stopping=0"], "invalid train.early_stopping=0"),
         (["train.backend=cuda"], "invalid train.backend=cuda: accepted one of auto, numpy, numba"),
-        (["train.backend=cuda"], "invalid train.backend=cuda: accepted one of auto, numpy, numba"),
         (["model.hidden=[30,0]"], "invalid model.hidden=[30,0]"),
         (["data.train_size=50001"], "accepted null (all) or an integer from 1 to 50000 for mnist"),
         (["data=digits", "data.train_size=1001"], "from 1 to 1000 for digits"),
@@ -69,6 +68,9 @@ def test_experiment_is_a_global_package(composer):
             "invalid cost.name=cubic: accepted one of quadratic, crossentropy, loglikelihood",
         ),
         (["dtype=float16"], "invalid dtype=float16"),
+        (["train.eta=inf"], "invalid train.eta=inf: accepted a number > 0"),
+        (["seed=-1"], "invalid seed=-1: accepted an integer >= 0"),
+        (["resume=run1"], "invalid resume=run1: accepted null or the id of a run or sweep"),
     ],
 )
 def test_out_of_range_values_are_named(composer, overrides, message):
@@ -81,10 +83,25 @@ def test_out_of_range_values_are_named(composer, overrides, message):
 @pytest.mark.parametrize(
     "override,message",
     [
-        (
-            "train.epochs=abc",
-            "invalid train.epochs: Value 'abc' of type 'str' could not be converted to Integer",
-        ),
+        ("+train.etaa=1", "unknown key train.etaa (accepted: eta, epochs, batch_size,"),
+        ("+colour=red", "unknown key colour (accepted: cost, activation,"),
+        ("train.eta=???", "invalid train.eta=???: accepted a number > 0"),
+    ],
+)
+def test_what_composes_but_the_schema_refuses_is_named(composer, override, message):
+    """Hydra composes a key added with ``+`` and a value left ``???``: validate refuses them."""
+    with pytest.raises(config.ConfigError) as error:
+        config.validate(composer(override))
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=abc", "invalid train.epochs='abc': accepted an integer >= 1"),
+        ("model.hidden=[30,abc]", "invalid model.hidden[1]='abc': accepted a list of layer sizes"),
+        ("train.eta=null", "invalid train.eta=null: accepted a number > 0"),
         ("train.etaa=1", "unknown key train.etaa (accepted: eta, epochs, batch_size,"),
         ("cost=cubic", "unknown cost 'cubic' (accepted: crossentropy, loglikelihood, quadratic)"),
         ("experiment=nope", "unknown experiment 'nope' (accepted: "),
@@ -95,6 +112,16 @@ def test_hydra_errors_are_described_in_one_line(composer, override, message):
         composer(override)
     assert config.describe(error.value).startswith(message)
     assert "\n" not in config.describe(error.value)
+
+
+def test_an_unknown_key_is_offered_the_keys_a_user_may_set(composer):
+    """At the root: the schema's keys and every group of conf/ (presets too), but not the internal trial."""
+    with pytest.raises(ConfigCompositionException) as error:
+        composer("seeed=1")
+    offered = config.describe(error.value).partition("(accepted: ")[2].rstrip(")").split(", ")
+    groups = {path.name for path in CONF.iterdir() if path.is_dir()} - {"hydra"}
+    assert groups <= set(offered) and {"experiment", "search", "seed", "resume"} <= set(offered)
+    assert "trial" not in offered
 
 
 def with_sweep(cfg, *overrides, sweeper=None):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from nnexp import config, results
+from nnexp import book, config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
 BOOK = sorted(name for name in EXPERIMENTS if name != "smoke")
@@ -44,15 +44,15 @@ def test_chapter_1_rows_sweep_three_seeds(composer):
 
 
 def test_results_cover_every_book_experiment_and_the_rows_asked_for():
-    covered = {row.experiment for row in results.ROWS} | set(results.BEYOND)
+    covered = {row.experiment for row in book.ROWS} | set(book.BEYOND)
     assert covered == set(BOOK)
-    assert {row.number for row in results.ROWS} >= {"1", "2", "3", "4", "6", "7", "9", "11", "12", "13"}
+    assert {row.number for row in book.ROWS} >= {"1", "2", "3", "4", "6", "7", "9", "11", "12", "13"}
 
 
 def test_row_filters_name_params_the_sweep_sets(composer):
     """Rows 3 and 4 pick their run out of one sweep by params: those params must be what the sweep sets."""
     jobs = config.sweep_jobs(composer("experiment=ch1_learning_rate"))
     swept = [dict(o.split("=", 1) for o in job if not o.startswith("experiment=")) for job in jobs]
-    for row in results.ROWS:
+    for row in book.ROWS:
         if row.where:
             assert dict(row.where) in swept, row

@@ -19,7 +19,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from nnexp import report, store
+from nnexp import report, runs, store
 from nnexp.plots import plot_learning_curves, plot_metric
 
 FILES = {"accuracy.png", "cost.png", "summary.csv", "summary.md"}
@@ -79,7 +79,7 @@ def test_default_report_of_latest_sweep(in_sweep, sweep):
 
 
 def test_labels_name_the_differing_override(in_sweep):
-    children = report.sweep_children(in_sweep, in_sweep.get_run(_parent(in_sweep)))
+    children = [run.info.run_id for run in runs.children(in_sweep, in_sweep.get_run(_parent(in_sweep)))]
     _, labels = report.run_labels([in_sweep.get_run(run_id) for run_id in children])
     assert sorted(labels) == ["cost=crossentropy", "cost=quadratic"]
 
@@ -97,7 +97,7 @@ def test_sweep_by_id_and_runs_and_out(in_sweep, sweep):
 
 def test_write_report_api_and_the_sweep_parent_carries_the_report(in_sweep, tmp_path):
     parent = _parent(in_sweep)
-    children = report.sweep_children(in_sweep, in_sweep.get_run(parent))
+    children = [run.info.run_id for run in runs.children(in_sweep, in_sweep.get_run(parent))]
     paths = report.write_report(in_sweep, children, tmp_path / "r", "costs")
     assert {p.name for p in paths} == FILES and all(p.stat().st_size > 0 for p in paths)
     assert {artifact.path for artifact in in_sweep.list_artifacts(parent)} == FILES | {"jobs.json"}
@@ -113,11 +113,12 @@ def test_write_report_api_and_the_sweep_parent_carries_the_report(in_sweep, tmp_
 )
 def test_bad_selection_is_a_one_line_error(in_sweep, capsys, args, message):
     assert report.main(args) == 1
-    assert capsys.readouterr().err == f"nnexp.report: error: {message}\n"
+    error = capsys.readouterr().err
+    assert error.startswith(f"python -m nnexp.report: error: {message}") and error.count("\n") == 1
 
 
 def test_child_run_is_not_a_sweep(in_sweep, capsys):
-    child = report.sweep_children(in_sweep, in_sweep.get_run(_parent(in_sweep)))[0]
+    child = [run.info.run_id for run in runs.children(in_sweep, in_sweep.get_run(_parent(in_sweep)))][0]
     assert report.main(["--sweep", child]) == 1
     assert "is not a sweep: it has no child runs" in capsys.readouterr().err
 
@@ -126,7 +127,8 @@ def test_missing_store_is_an_error_and_creates_nothing(tmp_path):
     result = _python(tmp_path, "-m", "nnexp.report", check=False)
     assert result.returncode == 1
     assert (
-        result.stderr == f"nnexp.report: error: no MLflow store at {tmp_path.resolve() / 'mlflow.db'} "
+        result.stderr
+        == f"python -m nnexp.report: error: no MLflow store at {tmp_path.resolve() / 'mlflow.db'} "
         "(run `python -m nnexp.run` here first, or set MLFLOW_TRACKING_URI)\n"
     )
     assert list(tmp_path.iterdir()) == []
@@ -138,9 +140,9 @@ def test_store_without_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     capsys.readouterr()  # MLflow's own log lines from creating the store
     assert report.main([]) == 1
-    assert capsys.readouterr().err.startswith("nnexp.report: error: no runs in the MLflow store")
+    assert capsys.readouterr().err.startswith("python -m nnexp.report: error: no runs in the MLflow store")
     assert report.main(["--experiment", "empty"]) == 1
-    assert capsys.readouterr().err == "nnexp.report: error: no runs in experiment 'empty'\n"
+    assert capsys.readouterr().err == "python -m nnexp.report: error: no runs in experiment 'empty'\n"
 
 
 # --- hand-made runs: cases a small real sweep does not produce -------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nnexp import results, store
+from nnexp import book, store
 
 pytestmark = [pytest.mark.slow, pytest.mark.mnist]
 
@@ -37,16 +37,16 @@ def reproduced(tmp_path_factory):
         )
         assert done.returncode == 0, done.stderr
     done = subprocess.run(
-        [sys.executable, "-m", "nnexp.run", "-m", f"search={results.SEARCH}"],
+        [sys.executable, "-m", "nnexp.run", "-m", f"search={book.SEARCH}"],
         cwd=where,
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
     readme = where / "README.md"
-    readme.write_text(f"{results.README_START}\n{results.README_END}\n")
+    readme.write_text(f"{book.README_START}\n{book.README_END}\n")
     done = subprocess.run(
-        [sys.executable, "-m", "nnexp.results", "--out", str(where / "experiments"), "--readme", str(readme)],
+        [sys.executable, "-m", "nnexp.book", "--out", str(where / "experiments"), "--readme", str(readme)],
         cwd=where,
         check=False,
         capture_output=True,
@@ -54,35 +54,35 @@ def reproduced(tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr
     client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
-    names = {row.experiment for row in results.ROWS}
-    sweeps = {name: results.load_sweep(client, name, where / "figures") for name in names}
-    return where, sweeps, results.load_study(client, results.SEARCH, where / "figures")
+    names = {row.experiment for row in book.ROWS}
+    sweeps = {name: book.load_sweep(client, name, where / "figures") for name in names}
+    return where, sweeps, book.load_study(client, book.SEARCH, where / "figures")
 
 
 def test_results_md_has_every_row(reproduced):
     where, _, _ = reproduced
     text = (where / "experiments" / "RESULTS.md").read_text()
-    for row in results.ROWS:
+    for row in book.ROWS:
         assert f"| {row.number} | {row.setting}" in text
     assert "| 1 |" in (where / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
-    "row", [r for r in results.ROWS if r.book is not None], ids=lambda r: f"row{r.number}-{r.split}"
+    "row", [r for r in book.ROWS if r.book is not None], ids=lambda r: f"row{r.number}-{r.split}"
 )
 def test_row_is_within_tolerance_of_the_book(reproduced, row):
     if row.number in KNOWN_MISSES:
         pytest.xfail(KNOWN_MISSES[row.number])
     _, sweeps, _ = reproduced
-    _, peak, _ = results.measured(row, sweeps[row.experiment])
-    assert abs(peak - row.book) <= results.TOLERANCE
+    _, peak, _ = book.measured(row, sweeps[row.experiment])
+    assert abs(peak - row.book) <= book.TOLERANCE
 
 
 def test_rows_3_and_4_stay_near_chance_at_extreme_learning_rates(reproduced):
     _, sweeps, _ = reproduced
-    for row in results.ROWS:
+    for row in book.ROWS:
         if row.where and row.where["train.eta"] == "100.0":
-            _, peak, _ = results.measured(row, sweeps[row.experiment])
+            _, peak, _ = book.measured(row, sweeps[row.experiment])
             assert peak < 15.0
 
 

@@ -17,6 +17,7 @@ from omegaconf import open_dict
 from optuna.distributions import FloatDistribution
 
 from nnexp import config, report, search
+from nnexp.study import study_of
 
 DIGITS = ("-m", "search=ch3_eta_lmbda", "data=digits", "train.epochs=6")
 # A space of one good and one hopeless setting, and a pruner that judges from the first complete
@@ -269,4 +270,4 @@ def test_a_study_is_named_by_its_fixed_overrides_only(composer):
             "model.hidden=[100,30]",
             "train.eta=interval(0.1,1)",
         ]
-    assert search.study_of(cfg).name == "ch3_eta_lmbda model.hidden=[100,30]"
+    assert study_of(cfg).name == "ch3_eta_lmbda model.hidden=[100,30]"

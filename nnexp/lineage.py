@@ -1,4 +1,5 @@
-"""What MLflow's runs table shows besides params and metrics: the Source, Dataset and Models columns.
+"""A run's lineage, as MLflow's runs table shows it beside params and metrics: the Source, Dataset and
+Models columns.
 
 MLflow reads them from its standard source tags, from the run's inputs (``log_inputs``), and from
 MLflow 3 logged models linked to the run. nnexp fills all three for every run, so a run found in the
@@ -17,17 +18,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput
+from mlflow.tracking import MlflowClient
 
-from nnexp import config, tags
+from nnexp import config
 from nnexp.engine import Network, data
 from nnexp.engine.data import Dataset as Data
 from nnexp.engine.history import SPLITS
-
-if TYPE_CHECKING:
-    from nnexp.tracking import TrackedRun
+from nnexp.vocabulary import Tag
 
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parent
@@ -37,13 +36,13 @@ MODEL = "model"  # the logged model's name: runs:/<run id>/model finds it too
 def source_tags() -> dict[str, str]:
     """MLflow's source tags (the entry point and the commit of the code that ran), and whether the
     work tree had uncommitted changes; no git tags outside a git checkout."""
-    found = {tags.SOURCE_NAME: "nnexp/run.py", tags.SOURCE_TYPE: "LOCAL"}
+    found = {Tag.SOURCE_NAME: "nnexp/run.py", Tag.SOURCE_TYPE: "LOCAL"}
     try:
         head = _git("rev-parse", "HEAD")
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
         return found
-    return {**found, tags.GIT_COMMIT: head, tags.GIT_DIRTY: str(dirty).lower()}
+    return {**found, Tag.GIT_COMMIT: head, Tag.GIT_DIRTY: str(dirty).lower()}
 
 
 def _git(*args: str) -> str:
@@ -76,18 +75,18 @@ def _splits(dataset: Data) -> list:
     return [getattr(dataset, split) for split in SPLITS]
 
 
-def log_model(run: TrackedRun, net: Network, weights: Path) -> str:
-    """The trained network as an MLflow 3 logged model of the run (its Models column), loadable with
-    ``mlflow.pyfunc.load_model(f"models:/{model_id}")``; returns the model id."""
-    client = run.client
-    model = client.create_logged_model(
-        run.experiment_id, name=MODEL, source_run_id=run.run_id, model_type="nnexp"
-    )
+def log_model(
+    client: MlflowClient, experiment_id: str, run_id: str, net: Network, weights: Path, step: int
+) -> str:
+    """The trained network (its weights file ``weights``) as an MLflow 3 logged model of the run (its
+    Models column) after ``step`` epochs, loadable with ``mlflow.pyfunc.load_model(f"models:/{model_id}")``;
+    returns the model id."""
+    model = client.create_logged_model(experiment_id, name=MODEL, source_run_id=run_id, model_type="nnexp")
     with tempfile.TemporaryDirectory() as tmp:
         write_model(Path(tmp), net, weights)
         client.log_model_artifacts(model.model_id, tmp)
     client.finalize_logged_model(model.model_id, "READY")
-    client.log_outputs(run.run_id, [LoggedModelOutput(model.model_id, len(run.history))])
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
     return model.model_id
 
 

@@ -4,7 +4,7 @@
 config that reproduces it. Everything nnexp's column shows is read back from the MLflow store: the
 latest sweep of each experiment, whose runs ``make reproduce`` has just made. Nothing measured is typed.
 
-    python -m nnexp.results [--out experiments]
+    python -m nnexp.book [--out experiments]
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 
 from mlflow.entities import Run
 
-from nnexp import report, store, tags
+from nnexp import errors, process, report, runs, store
 from nnexp.engine.history import BEST_TEST_ACCURACY, EPOCHS_RUN, OBJECTIVE, best, key, summarize
-from nnexp.sweep import trial_counts
-from nnexp.tracking import BEST_TRIAL
+from nnexp.errors import NotFound, UserError
+from nnexp.outcome import trial_counts
+from nnexp.vocabulary import Summary, Tag
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is this close to the book's
@@ -146,28 +147,28 @@ class ExperimentRuns:
 def load_sweep(client, experiment: str, figures: Path) -> ExperimentRuns:
     """The latest sweep of ``experiment``, and its comparison figures written under ``figures``."""
     run_ids, _ = report.select_runs(client, experiment=experiment, sweep="latest")
-    runs = [client.get_run(run_id) for run_id in run_ids]
-    parent = client.get_run(runs[0].data.tags[tags.PARENT])
+    children = [client.get_run(run_id) for run_id in run_ids]
+    parent = client.get_run(children[0].data.tags[Tag.PARENT])
     histories = {run_id: report.run_history(client, run_id) for run_id in run_ids}
     report.write_report(client, run_ids, figures / experiment, experiment)
-    return ExperimentRuns(experiment, parent, runs, histories)
+    return ExperimentRuns(experiment, parent, children, histories)
 
 
 def measured(row: Row, sweep: ExperimentRuns) -> tuple[str, float | None, str]:
     """(nnexp's figure as text, its peak in percent, the seeds behind it) for one row."""
-    runs = sweep.matching(row.where)
-    if not runs:
-        raise report.ReportError(f"experiment {row.experiment} has no run with {dict(row.where)}")
-    best = max(runs, key=lambda run: sweep.peak(run, row.split))
+    matching = sweep.matching(row.where)
+    if not matching:
+        raise NotFound(f"experiment {row.experiment} has no run with {dict(row.where)}")
+    best = max(matching, key=lambda run: sweep.peak(run, row.split))
     peak = sweep.peak(best, row.split)
-    seeds = ", ".join(sorted(run.data.tags.get(tags.SEED, "?") for run in runs))
+    seeds = ", ".join(sorted(run.data.tags.get(Tag.SEED, "?") for run in matching))
     if row.rising:
         first = 100 * float(sweep.histories[best.info.run_id][key(row.split, "accuracy")].iloc[0])
         return f"{first:.2f}% rising to {peak:.2f}%", peak, seeds
-    if len(runs) == 1:
+    if len(matching) == 1:
         return f"{peak:.2f}%", peak, seeds
-    worst = min(sweep.peak(run, row.split) for run in runs)
-    return f"{peak:.2f}% (best of {len(runs)}; worst {worst:.2f}%)", peak, seeds
+    worst = min(sweep.peak(run, row.split) for run in matching)
+    return f"{peak:.2f}% (best of {len(matching)}; worst {worst:.2f}%)", peak, seeds
 
 
 @dataclass
@@ -183,14 +184,12 @@ def load_study(client, preset: str, figures: Path) -> StudyRuns:
     """The latest study of ``preset`` (the experiment its preset names), and its pictures copied into
     ``figures``."""
     experiment = client.get_experiment_by_name(preset)
-    runs = [] if experiment is None else report.search_all(client, [experiment.experiment_id])
-    studies = [run for run in runs if tags.SEARCH in run.data.tags]
+    found = [] if experiment is None else runs.find(client, [experiment.experiment_id])
+    studies = [run for run in found if Tag.SEARCH in run.data.tags]
     if not studies:
-        raise report.ReportError(
-            f"no study of search={preset} in the store: python -m nnexp.run -m search={preset}"
-        )
+        raise NotFound(f"no study of search={preset} in the store: python -m nnexp.run -m search={preset}")
     parent = max(studies, key=lambda run: run.info.start_time)
-    trials = [client.get_run(run_id) for run_id in report.sweep_children(client, parent)]
+    trials = runs.children(client, parent)
     (figures / preset).mkdir(parents=True, exist_ok=True)
     for name in SEARCH_FIGURES:
         client.download_artifacts(parent.info.run_id, name, str(figures / preset))
@@ -200,12 +199,14 @@ def load_study(client, preset: str, figures: Path) -> StudyRuns:
 def search_table(study: StudyRuns) -> list[str]:
     """The search's best trial beside the book's hand-tuned eta and lmbda, as markdown lines."""
     metrics = study.parent.data.metrics
-    best = next(t for t in study.trials if t.data.tags.get(tags.TRIAL) == str(int(metrics[BEST_TRIAL])))
+    best = next(
+        t for t in study.trials if t.data.tags.get(Tag.TRIAL) == str(int(metrics[Summary.BEST_TRIAL]))
+    )
     params = best.data.params
     epochs = sum(int(t.data.metrics.get(EPOCHS_RUN, 0)) for t in study.trials)
     budget = len(study.trials) * int(params["train.epochs"])
     cells = [
-        f"nnexp's search, trial {best.data.tags[tags.TRIAL]}",
+        f"nnexp's search, trial {best.data.tags[Tag.TRIAL]}",
         f"{float(params['train.eta']):.3g}",
         f"{float(params['regularization.lmbda']):.3g}",
         f"{100 * metrics[OBJECTIVE]:.2f}%",
@@ -267,7 +268,7 @@ def render(sweeps: Mapping[str, ExperimentRuns], study: StudyRuns, figures: Path
     for name in BEYOND:
         sweep = sweeps[name]
         for run in sweep.runs:
-            label = run.data.tags.get(tags.OVERRIDES) or run.info.run_name
+            label = run.data.tags.get(Tag.OVERRIDES) or run.info.run_name
             history = sweep.histories[run.info.run_id]
             lines.append(
                 f"| `{name}` | {label} | {sweep.peak(run, 'validation'):.2f}% | "
@@ -302,12 +303,13 @@ def update_readme(readme: Path, table: Sequence[str]) -> None:
     head, start, rest = text.partition(README_START)
     _, end, tail = rest.partition(README_END)
     if not (start and end):
-        raise report.ReportError(f"{readme} lacks the markers {README_START} ... {README_END}")
+        raise UserError(f"{readme} lacks the markers {README_START} ... {README_END}")
     readme.write_text(head + start + "\n" + "\n".join(table) + "\n" + end + tail)
 
 
+@errors.one_line("python -m nnexp.book")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nnexp.results", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m nnexp.book", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
         type=Path,
@@ -321,20 +323,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the README whose results table to update (default: README.md)",
     )
     args = parser.parse_args(argv)
-    try:
-        client = store.connect(store.store_uri())
-        figures = args.out / "results"
-        names = dict.fromkeys([row.experiment for row in ROWS] + list(BEYOND))
-        sweeps = {name: load_sweep(client, name, figures) for name in names}
-        text = render(sweeps, load_study(client, SEARCH, figures), figures, args.out)
-        update_readme(args.readme, book_table(sweeps))
-    except (report.ReportError, store.StoreError) as error:
-        print(f"nnexp.results: error: {error}", file=sys.stderr)
-        return 2
+    client = store.connect(store.store_uri())
+    figures = args.out / "results"
+    names = dict.fromkeys([row.experiment for row in ROWS] + list(BEYOND))
+    sweeps = {name: load_sweep(client, name, figures) for name in names}
+    text = render(sweeps, load_study(client, SEARCH, figures), figures, args.out)
+    update_readme(args.readme, book_table(sweeps))
     (args.out / "RESULTS.md").write_text(text)
     print(f"wrote {args.out / 'RESULTS.md'} and the results table of {args.readme}")
     return 0
 
 
 if __name__ == "__main__":
+    process.prepare()
     sys.exit(main())

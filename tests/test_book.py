@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from nnexp import report, results, store
+from nnexp import book, store
+from nnexp.errors import NotFound, UserError
 
-ROW_3, ROW_4 = (row for row in results.ROWS if row.experiment == "ch1_learning_rate")
+ROW_3, ROW_4 = (row for row in book.ROWS if row.experiment == "ch1_learning_rate")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def learning_rate_sweep(tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr
     client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
-    return results.load_sweep(client, "ch1_learning_rate", where / "figures"), where
+    return book.load_sweep(client, "ch1_learning_rate", where / "figures"), where
 
 
 def test_rows_pick_their_run_out_of_a_sweep_by_params(learning_rate_sweep):
@@ -40,40 +41,40 @@ def test_rows_pick_their_run_out_of_a_sweep_by_params(learning_rate_sweep):
     assert len(sweep.runs) == 4
     assert [r.data.params["train.eta"] for r in sweep.matching(ROW_3.where)] == ["0.001"]
     assert [r.data.params["model.hidden"] for r in sweep.matching(ROW_4.where)] == ["[30]"]
-    text, peak, seeds = results.measured(ROW_3, sweep)
+    text, peak, seeds = book.measured(ROW_3, sweep)
     assert text.endswith(f"rising to {peak:.2f}%") and seeds == "0"
     assert (where / "figures" / "ch1_learning_rate" / "accuracy.png").stat().st_size > 10_000
 
 
 def test_a_row_with_no_matching_run_is_named(learning_rate_sweep):
     sweep, _ = learning_rate_sweep
-    row = results.Row("x", "ch1_learning_rate", "", "test", 1.0, "", {"train.eta": "7"})
-    with pytest.raises(report.ReportError, match=r"no run with \{'train.eta': '7'\}"):
-        results.measured(row, sweep)
+    row = book.Row("x", "ch1_learning_rate", "", "test", 1.0, "", {"train.eta": "7"})
+    with pytest.raises(NotFound, match=r"no run with \{'train.eta': '7'\}"):
+        book.measured(row, sweep)
 
 
 def test_verdict_applies_the_tolerance():
-    row = results.Row("1", "e", "", "test", 95.42, "")
-    assert results.verdict(row, 95.0) == "-0.42 pp, yes"
-    assert results.verdict(row, 94.9) == "-0.52 pp, **no**"
-    assert results.verdict(ROW_4, 9.8) == "qualitative, see notes"
+    row = book.Row("1", "e", "", "test", 95.42, "")
+    assert book.verdict(row, 95.0) == "-0.42 pp, yes"
+    assert book.verdict(row, 94.9) == "-0.52 pp, **no**"
+    assert book.verdict(ROW_4, 9.8) == "qualitative, see notes"
 
 
 def test_readme_table_goes_between_the_markers(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{results.README_START}\nold\n{results.README_END}\nafter\n")
-    results.update_readme(readme, ["| a |", "|---|"])
-    assert readme.read_text() == f"intro\n{results.README_START}\n| a |\n|---|\n{results.README_END}\nafter\n"
+    readme.write_text(f"intro\n{book.README_START}\nold\n{book.README_END}\nafter\n")
+    book.update_readme(readme, ["| a |", "|---|"])
+    assert readme.read_text() == f"intro\n{book.README_START}\n| a |\n|---|\n{book.README_END}\nafter\n"
     readme.write_text("no markers\n")
-    with pytest.raises(report.ReportError, match="lacks the markers"):
-        results.update_readme(readme, [])
+    with pytest.raises(UserError, match="lacks the markers"):
+        book.update_readme(readme, [])
 
 
 def test_missing_store_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert results.main([]) == 2
-    assert capsys.readouterr().err.startswith("nnexp.results: error: no MLflow store at")
+    assert book.main([]) == 1
+    assert capsys.readouterr().err.startswith("python -m nnexp.book: error: no MLflow store at")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -97,13 +98,13 @@ def test_the_search_is_set_beside_the_books_hand_tuning(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     client = store.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    study = results.load_study(client, results.SEARCH, tmp_path / "figures")
-    header, rule, book, ours = results.search_table(study)
-    assert book.startswith("| the book, by hand (row 11) | 0.5 | 5.0 |") and "96.49%" in book
+    study = book.load_study(client, book.SEARCH, tmp_path / "figures")
+    header, rule, by_hand, ours = book.search_table(study)
+    assert by_hand.startswith("| the book, by hand (row 11) | 0.5 | 5.0 |") and "96.49%" in by_hand
     best = int(study.parent.data.metrics["best_trial"])
     assert ours.startswith(f"| nnexp's search, trial {best} |") and ours.count("|") == header.count("|")
     assert f"{100 * study.parent.data.metrics['best_validation_accuracy']:.2f}%" in ours
     assert "| 3 (" in ours and " of 9 (" in ours  # 3 trials of up to 3 epochs
-    assert sorted(p.name for p in (tmp_path / "figures" / results.SEARCH).iterdir()) == sorted(
-        results.SEARCH_FIGURES
+    assert sorted(p.name for p in (tmp_path / "figures" / book.SEARCH).iterdir()) == sorted(
+        book.SEARCH_FIGURES
     )

@@ -1,0 +1,212 @@
+"""The Hydra callbacks of a command (listed in ``conf/config.yaml``, run in the launching process):
+validate everything before anything is created, start a joblib sweep's workers early, and keep a
+sweep's parent run.
+
+``ValidateCallback`` comes first: bad input exits with one line before Hydra creates an output
+directory or ``SweepCallback`` an MLflow run. Hydra turns an exception raised by a callback into a
+warning and carries on, so these callbacks stop a command with ``SystemExit`` (its one-line message,
+exit status 1), never by raising.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from joblib import Parallel, delayed
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from nnexp import grammar, lineage, process, report, runs, store
+from nnexp.adapters import joblib_launcher
+from nnexp.config import build_network, describe, sweep_jobs, validate
+from nnexp.engine import sgd
+from nnexp.errors import UserError, line
+from nnexp.handoff import SweepHandoff
+from nnexp.outcome import study_outcome, sweep_outcome
+from nnexp.study import is_search, study_of
+from nnexp.vocabulary import Status, Tag
+
+JOBS = "jobs.json"  # a sweep's parent run's artifact: every job's overrides, in job order
+
+
+class ValidateCallback(Callback):
+    """Rejects bad input in the launching process, before anything is created: the config of a run; of
+    a sweep, every job's (and a search's space and settings); and the store."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(config)
+            check_store(config)
+        except UserError as error:
+            sys.exit(line(error))
+
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        def check(overrides: list[str]) -> None:
+            try:
+                validate(compose(config_name=config_name, overrides=overrides))
+            except HydraException as error:
+                raise UserError(f"{describe(error)} (in the job {' '.join(overrides)})") from None
+
+        try:
+            jobs = sweep_jobs(config)
+            if is_search(config):
+                from nnexp import search  # Optuna: only a search needs it
+
+                search.check(config, check)
+            for overrides in jobs:
+                check(overrides)
+            check_store(config)
+        except HydraException as error:  # ours, or a malformed sweep grammar
+            sys.exit(describe(error))
+
+
+def check_store(config: DictConfig) -> None:
+    """``StoreError`` if the MLflow store cannot be used (see ``store.check``)."""
+    store.check(store.store_uri(), config.tracking.experiment)
+
+
+class StartWorkers(Callback):
+    """Start the joblib launcher's workers as a sweep starts, in the background: each imports, loads
+    the data, loads the compiled training loop and opens the store while this process validates the
+    jobs and creates the sweep's run. Otherwise a worker does all that only once its first job
+    arrives, seconds the sweep waits for (more than a short run takes to train).
+
+    The warm-up goes through ``joblib.Parallel`` with the launcher's own settings, so that the
+    launcher then finds the same workers (joblib reuses its executor when the settings are the same).
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not joblib_launcher.is_joblib(config.hydra.launcher):
+            return
+        settings = joblib_launcher.parallel_settings(config.hydra.launcher)
+        task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        calls = [
+            delayed(warm_up)(task, store.store_uri()) for _ in range(joblib_launcher.worker_count(settings))
+        ]
+        threading.Thread(target=Parallel(**settings), args=(calls,), daemon=True).start()
+
+
+def warm_up(task: dict, uri: str) -> None:
+    """In a worker: what its first job would otherwise pay for (see ``StartWorkers``)."""
+    process.prepare()
+    c = validate(OmegaConf.create(task))
+    loaded = process.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
+    net = build_network(c, loaded.n_inputs, loaded.n_classes)
+    train = c.train  # no epoch: sgd only loads (or compiles) its training loop
+    sgd(net, loaded, 0, train.batch_size, train.eta, train.momentum, backend=train.backend)
+    MlflowClient(uri).search_experiments(max_results=1)  # sets up MLflow's store
+
+
+class SweepCallback(Callback):
+    """Opens a sweep's parent run before the jobs (or reopens it, for ``resume=<sweep id>``), and
+    closes it with the comparison report of its children after them.
+
+    In the launching process, before any job starts, it sets up the store (a fresh sqlite store cannot
+    be set up by parallel jobs at once), creates the experiment and the parent run, and leaves a
+    ``SweepHandoff`` in the sweep directory for the jobs. A parent that cannot be created stops the
+    sweep rather than letting the jobs run untracked, and a report that fails still lets the parent
+    end. Hydra skips ``on_multirun_end`` when a job raises, so an exit hook ends a parent that is still
+    open: FAILED, or KILLED after Ctrl-C. The sweep's last line says how many of its runs failed; if any
+    did, the command exits with status 1.
+    """
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.sweep: SweepHandoff | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            uri = store.store_uri()
+            self.client, experiment_id = store.open_experiment(uri, config.tracking.experiment)
+            study = study_of(config)
+            if study is not None:
+                parent_id = self._study_parent(config, experiment_id, study.name)
+            elif config.get(grammar.RESUME):
+                parent_id = self._reopen(config, config.get(grammar.RESUME))
+            else:
+                parent_id = self._create(config, experiment_id, {Tag.SWEEP: "true"}).info.run_id
+                self.client.log_dict(parent_id, {"jobs": jobs_of(config)}, JOBS)
+            where = (study.name, study.storage) if study is not None else ()
+            self.sweep = SweepHandoff(uri, experiment_id, parent_id, *where)
+            atexit.register(self._end_if_open)
+            self.sweep.save(Path(config.hydra.sweep.dir))
+        except Exception as error:  # any: Hydra would only warn, and the jobs would run untracked
+            sys.exit(f"cannot start the sweep's MLflow run: {line(error)}")
+
+    def _create(self, config: DictConfig, experiment_id: str, kind: dict[str, str]) -> Run:
+        """A new parent run, with what a resume needs: its overrides and launcher settings."""
+        overrides = grammar.join(config.hydra.overrides.task)
+        run_tags = {
+            **kind,
+            Tag.OVERRIDES: overrides,
+            Tag.HYDRA_OVERRIDES: grammar.join(config.hydra.overrides.hydra),
+            **lineage.source_tags(),
+            **runs.process_tags(),
+        }
+        return self.client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(), tags=run_tags)
+
+    def _study_parent(self, config: DictConfig, experiment_id: str, study: str) -> str:
+        """The search's parent run: one per study, continued (RUNNING again) when the study continues."""
+        found = runs.find(self.client, [experiment_id], {Tag.SEARCH: study})
+        if not found:
+            return self._create(config, experiment_id, {Tag.SWEEP: "true", Tag.SEARCH: study}).info.run_id
+        runs.take_up(self.client, found[0].info.run_id)
+        return found[0].info.run_id
+
+    def _reopen(self, config: DictConfig, parent_id: str) -> str:
+        """The resumed sweep's parent, RUNNING again, once its job list is checked to be the same."""
+        recorded = self._recorded_jobs(parent_id)
+        if recorded is not None and recorded != jobs_of(config):
+            sys.exit(
+                f"sweep {parent_id}: its jobs are no longer the ones it started with (has conf/ changed?)"
+            )
+        runs.take_up(self.client, parent_id)
+        return parent_id
+
+    def _recorded_jobs(self, parent_id: str) -> list[list[str]] | None:
+        if not any(artifact.path == JOBS for artifact in self.client.list_artifacts(parent_id)):
+            return None  # a sweep from before job lists were kept
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(Path(self.client.download_artifacts(parent_id, JOBS, tmp)).read_text())["jobs"]
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        parent = self.client.get_run(self.sweep.parent_run_id)
+        children = runs.children(self.client, parent)
+        study = parent.data.tags.get(Tag.SEARCH)
+        outcome = study_outcome(study, parent, children) if study else sweep_outcome(children)
+        try:
+            if children:
+                run_ids = [child.info.run_id for child in children]
+                with tempfile.TemporaryDirectory() as tmp:
+                    for path in report.write_report(self.client, run_ids, tmp, parent.info.run_name):
+                        self.client.log_artifact(parent.info.run_id, str(path))
+        finally:
+            self._end(Status.FINISHED if outcome.ok else Status.FAILED)
+        print(f"{outcome.line}: {store.runs_url(parent.info.experiment_id)}", flush=True)
+        if not outcome.ok:
+            sys.exit(1)
+
+    def _end_if_open(self) -> None:
+        """The exit hook: the sweep stopped before ``on_multirun_end`` (a job raised, or Ctrl-C)."""
+        if self.sweep is not None:
+            interrupted = getattr(sys, "last_type", None) is KeyboardInterrupt  # the uncaught exception
+            self._end(Status.KILLED if interrupted else Status.FAILED)
+
+    def _end(self, status: str) -> None:
+        self.client.set_terminated(self.sweep.parent_run_id, status)
+        self.sweep = None
+
+
+def jobs_of(config: DictConfig) -> list[list[str]]:
+    """The sweep's job list as it records it: every job's overrides, but ``resume``."""
+    return [grammar.without_resume(job) for job in sweep_jobs(config)]
