@@ -100,9 +100,11 @@ def nnexp_command(tmp_path, monkeypatch, capfd):
     spends importing MLflow and Hydra. For the tests that are about a command's result; the ones about
     processes (signals, kills, exit hooks, launchers' workers) start real ones with ``nnexp_run``.
 
-    Hydra's global state is put back after each command, and the process's cached dataset is dropped
-    before it (a test may point NNEXP_DATA_DIR elsewhere)."""
+    Hydra's global state is put back after each command, joblib's workers are stopped after it, and the
+    process's cached dataset is dropped before it (a test may point NNEXP_DATA_DIR elsewhere)."""
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.singleton import Singleton
+    from joblib.externals.loky import get_reusable_executor
 
     from nnexp import process, run
 
@@ -111,6 +113,7 @@ def nnexp_command(tmp_path, monkeypatch, capfd):
         monkeypatch.setattr(sys, "argv", ["nnexp.run"])
         process.dataset.cache_clear()
         state = Singleton.get_state()
+        GlobalHydra.instance().clear()  # a test's own compose() context, put back after the command
         capfd.readouterr()
         status = 0
         with pytest.MonkeyPatch.context() as this_command:
@@ -124,6 +127,9 @@ def nnexp_command(tmp_path, monkeypatch, capfd):
                 status = stop.code if isinstance(stop.code, int) else 1
             finally:
                 Singleton.set_state(state)
+                # joblib's workers keep the directory and environment they started with: the next
+                # command, in another directory, must start its own, as a new process would
+                get_reusable_executor().shutdown(wait=True)
         out, err = capfd.readouterr()
         return subprocess.CompletedProcess(["nnexp.run", *args], status, out, err)
 

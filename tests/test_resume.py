@@ -45,6 +45,29 @@ def kill_after(process: subprocess.Popen, line_wanted, delay: float = 0.0) -> No
     process.wait()
 
 
+def kill_when(process: subprocess.Popen, uri: str, ready, deadline_s: float = 300) -> None:
+    """SIGKILL the sweep's process group as soon as its store shows what ``ready(client, runs)`` waits
+    for: a moment defined by what has happened, whatever the machine's speed. The store is read only
+    once the sweep has set it up (its handoff file is written): two processes must not create one."""
+    deadline = time.monotonic() + deadline_s
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    while not list(folder.glob("multirun/*/*/nnexp_sweep.json")) or not ready(*runs(uri)):
+        assert process.poll() is None, "the process ended before the moment to kill it"
+        assert time.monotonic() < deadline, "the store never reached the state to kill at"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def two_finished_and_another_in_its_second_epoch(client: MlflowClient, found) -> bool:
+    jobs = [run for run in found if run.data.tags.get("nnexp.sweep") != "true"]
+    finished = [run for run in jobs if run.info.status == "FINISHED"]
+    running = [run for run in jobs if run.info.status == "RUNNING"]
+    return len(finished) >= 2 and any(
+        len(client.get_metric_history(run.info.run_id, "eta")) >= 2 for run in running
+    )
+
+
 def runs(uri: str):
     client = MlflowClient(uri)
     return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -57,13 +80,13 @@ def curves(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float
 
 
 @pytest.mark.mnist
-def test_a_killed_run_resumes_in_the_same_run_bit_for_bit(tmp_path, store, nnexp_run):
+def test_a_killed_run_resumes_in_the_same_run_bit_for_bit(tmp_path, store, nnexp_command):
     killed = start(tmp_path, *RUN)
     kill_after(killed, lambda line: "epoch 3/8" in line, delay=random.uniform(0, 0.6))  # in epoch 4 or 5
     client, (run,) = runs(store)
     assert run.info.status == "RUNNING"  # killed without a word
 
-    result = nnexp_run(f"resume={run.info.run_id}")
+    result = nnexp_command(f"resume={run.info.run_id}")
     assert result.returncode == 0, result.stderr
     client, (resumed,) = runs(store)
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
@@ -73,14 +96,8 @@ def test_a_killed_run_resumes_in_the_same_run_bit_for_bit(tmp_path, store, nnexp
 
     whole = tmp_path / "uninterrupted"
     whole.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "nnexp.run", *RUN],
-        cwd=whole,
-        capture_output=True,
-        check=False,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{whole / 'mlflow.db'}"},
-    )
-    assert done.returncode == 0
+    done = nnexp_command(*RUN, cwd=whole, env={"MLFLOW_TRACKING_URI": f"sqlite:///{whole / 'mlflow.db'}"})
+    assert done.returncode == 0, done.stderr
     other, (reference,) = runs(f"sqlite:///{whole / 'mlflow.db'}")
     assert resumed_curves == curves(other, reference.info.run_id)
 
@@ -89,17 +106,21 @@ def test_a_killed_run_resumes_in_the_same_run_bit_for_bit(tmp_path, store, nnexp
 @pytest.mark.parametrize(
     "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
 )
-def test_a_killed_sweep_resumes_its_unfinished_jobs_only(tmp_path, store, nnexp_run, launcher):
+def test_a_killed_sweep_resumes_its_unfinished_jobs_only(tmp_path, store, nnexp_command, launcher):
     killed = start(tmp_path, *SWEEP, *launcher)
-    # basic: jobs one after the other, killed while the third trains; joblib: two at a time, killed while
-    # the third and fourth train
-    kill_after(killed, lambda line: line.startswith("seed=3") and "epoch 2/6" in line)
+    # basic: jobs one after the other, killed while the third trains; joblib: two at a time, killed once
+    # two have finished and another is in its second epoch (by the time the kill lands, a fourth may be
+    # ending: the states are read after it)
+    kill_when(killed, store, two_finished_and_another_in_its_second_epoch)
     client, before = runs(store)
     finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
-    assert len(finished_before) == 2
+    unfinished = [
+        r for r in before if r.info.status == "RUNNING" and r.data.tags.get("nnexp.sweep") != "true"
+    ]
+    assert len(finished_before) >= 2 and unfinished
 
     parent_id = next(r.info.run_id for r in before if r.data.tags.get("nnexp.sweep") == "true")
-    result = nnexp_run(f"resume={parent_id}", timeout=300)
+    result = nnexp_command(f"resume={parent_id}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith("sweep of 4 runs, 0 failed: ")
     if launcher:
@@ -118,11 +139,11 @@ def test_a_killed_sweep_resumes_its_unfinished_jobs_only(tmp_path, store, nnexp_
     assert {a.path for a in client.list_artifacts(parent_id)} >= {"summary.md", "accuracy.png", "jobs.json"}
 
 
-def test_a_run_is_trained_further_in_the_same_run(store, nnexp_run):
-    first = nnexp_run("data=digits", "train.epochs=2", "train.momentum=0.5")
+def test_a_run_is_trained_further_in_the_same_run(store, nnexp_command):
+    first = nnexp_command("data=digits", "train.epochs=2", "train.momentum=0.5")
     assert first.returncode == 0, first.stderr
     client, (run,) = runs(store)
-    further = nnexp_run(f"resume={run.info.run_id}", "train.epochs=4")
+    further = nnexp_command(f"resume={run.info.run_id}", "train.epochs=4")
     assert further.returncode == 0, further.stderr
     client, (again,) = runs(store)
     assert again.info.status == "FINISHED"
@@ -150,8 +171,8 @@ REFUSALS = [
 ]
 
 
-def test_refusals_are_one_line_and_change_nothing(tmp_path, store, nnexp_run):
-    assert nnexp_run("data=digits", "train.epochs=2").returncode == 0
+def test_refusals_are_one_line_and_change_nothing(tmp_path, store, nnexp_command):
+    assert nnexp_command("data=digits", "train.epochs=2").returncode == 0
     client, (finished,) = runs(store)
     bare = client.create_run(finished.info.experiment_id).info.run_id  # a run nnexp did not start
     client.set_terminated(bare, "KILLED")
@@ -159,7 +180,7 @@ def test_refusals_are_one_line_and_change_nothing(tmp_path, store, nnexp_run):
     ids = {"finished": finished.info.run_id, "bare": bare, "other": other.create_run("0").info.run_id}
     before = [(r.info.run_id, r.info.status, r.info.end_time, r.data.tags) for r in runs(store)[1]]
     for args, message in REFUSALS:
-        result = nnexp_run(*(arg.format(**ids) for arg in args))
+        result = nnexp_command(*(arg.format(**ids) for arg in args))
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1, result.stderr
         assert lines[0].startswith(message.format(**ids)), lines[0]
@@ -169,12 +190,12 @@ def test_refusals_are_one_line_and_change_nothing(tmp_path, store, nnexp_run):
 
 
 @pytest.mark.mnist
-def test_a_run_live_in_another_process_is_not_resumed(tmp_path, store, nnexp_run):
+def test_a_run_live_in_another_process_is_not_resumed(tmp_path, store, nnexp_command):
     live = start(tmp_path, "train.epochs=30")
     try:
         next(line for line in live.stdout if "epoch 1/30" in line)
         _, (run,) = runs(store)
-        result = nnexp_run(f"resume={run.info.run_id}")
+        result = nnexp_command(f"resume={run.info.run_id}")
         assert result.returncode == 1
         assert result.stderr.strip() == (
             f"run {run.info.run_id} is RUNNING in process {live.pid} on {run.data.tags['nnexp.host']}: "

@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from nnexp import run
+from nnexp import report, run
 from nnexp.engine import Network, data
 
 SMOKE = ("data.train_size=1000", "train.epochs=2")
@@ -59,8 +58,8 @@ def all_runs(uri):
         (["-m", "train.eta=choice(0.1"], "train.eta"),
     ],
 )
-def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_run, args, key):
-    result = nnexp_run(*args)
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_command, args, key):
+    result = nnexp_command(*args)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0], result.stderr
@@ -69,9 +68,9 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_run, args, ke
 
 
 @pytest.mark.mnist
-def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
-    without_uri = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    result = nnexp_run(*SMOKE, "train.eta=1.0", env=without_uri)  # the store rule: ./mlflow.db ...
+def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_command, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    result = nnexp_command(*SMOKE, "train.eta=1.0")  # the store rule: ./mlflow.db ...
     assert result.returncode == 0, result.stderr
     client, (run,) = all_runs(store)  # ... which is where the fixture points this process
     experiment = client.get_experiment(run.info.experiment_id)
@@ -130,8 +129,8 @@ def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_run):
             assert np.array_equal(np.asarray(model.predict(images)).ravel(), digits[:5])
 
 
-def test_same_config_and_seed_give_identical_histories(store, nnexp_run):
-    result = nnexp_run("-m", "data=digits", *SMOKE, "seed=3,3")
+def test_same_config_and_seed_give_identical_histories(store, nnexp_command):
+    result = nnexp_command("-m", "data=digits", *SMOKE, "seed=3,3")
     assert result.returncode == 0, result.stderr
     client, runs = all_runs(store)
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
@@ -165,8 +164,8 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store, interruptible):
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "interrupted"
 
 
-def test_missing_data_is_one_line_and_creates_no_run(tmp_path, nnexp_run):
-    result = nnexp_run(*SMOKE, env={**os.environ, "NNEXP_DATA_DIR": str(tmp_path / "none")})
+def test_missing_data_is_one_line_and_creates_no_run(tmp_path, nnexp_command):
+    result = nnexp_command(*SMOKE, env={"NNEXP_DATA_DIR": str(tmp_path / "none")})
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("NNEXP_DATA_DIR=")  # after Hydra's job line
     assert "Traceback" not in result.stderr
@@ -191,8 +190,8 @@ def test_main_returns_the_objective_and_the_history(tmp_path, store, composer):
     assert result.objective != logged.data.metrics["best_test_accuracy"]
 
 
-def test_a_diverging_run_ends_failed_and_exits_non_zero(store, nnexp_run):
-    result = nnexp_run("data=digits", "activation=relu", "init=large", "train.eta=1000", "train.epochs=2")
+def test_a_diverging_run_ends_failed_and_exits_non_zero(store, nnexp_command):
+    result = nnexp_command("data=digits", "activation=relu", "init=large", "train.eta=1000", "train.epochs=2")
     assert result.returncode == 1
     assert "FAILED, diverged: " in result.stderr
     _, (run,) = all_runs(store)
@@ -200,7 +199,7 @@ def test_a_diverging_run_ends_failed_and_exits_non_zero(store, nnexp_run):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "directory", "foreign"])
-def test_a_corrupt_or_unreadable_store_is_named_in_one_line(tmp_path, store, nnexp_run, damage):
+def test_a_corrupt_or_unreadable_store_is_named_in_one_line(tmp_path, store, nnexp_command, capfd, damage):
     path = tmp_path / "mlflow.db"
     if damage == "garbage":
         path.write_bytes(b"this is no sqlite database, nor anything else" * 100)
@@ -210,9 +209,11 @@ def test_a_corrupt_or_unreadable_store_is_named_in_one_line(tmp_path, store, nne
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute("create table notes (text)")
     before = sorted(p.name for p in tmp_path.iterdir())
-    for command in (("-m", "nnexp.run", "data=digits"), ("-m", "nnexp.report")):
-        result = subprocess.run([sys.executable, *command], cwd=tmp_path, capture_output=True, text=True)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode != 0 and len(lines) == 1 and str(path) in lines[0], result.stderr
-        assert "Traceback" not in result.stderr
+    result = nnexp_command("data=digits")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and str(path) in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert report.main([]) == 1
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert str(path) in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before

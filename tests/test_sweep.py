@@ -26,8 +26,8 @@ def sweep_runs(uri):
 @pytest.mark.parametrize(
     "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
 )
-def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_run, launcher):
-    result = nnexp_run("-m", *launcher, *SMOKE, "cost=quadratic,crossentropy")
+def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_command, launcher):
+    result = nnexp_command("-m", *launcher, *SMOKE, "cost=quadratic,crossentropy")
     assert result.returncode == 0, result.stderr
     client, parent, children = sweep_runs(store)
     assert parent.info.status == "FINISHED"
@@ -44,8 +44,8 @@ def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_run, launc
     assert result.stdout.splitlines()[-1] == f"{last}?workflowType=machine_learning"
 
 
-def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_run):
-    result = nnexp_run("-m", *SMOKE, *DIVERGES, "train.eta=1000,0.5")
+def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_command):
+    result = nnexp_command("-m", *SMOKE, *DIVERGES, "train.eta=1000,0.5")
     assert result.returncode == 1, result.stderr  # the sweep went on, then said it failed ...
     assert result.stdout.splitlines()[-1].startswith("sweep of 2 runs, 1 failed: ")  # ... and how much
     client, parent, (diverged, trained) = sweep_runs(store)
