@@ -8,6 +8,7 @@ to about 1e-15, in float32 to the round-off of a few hundred steps.
 import itertools
 import sys
 
+import numba
 import numpy as np
 import pytest
 from scipy.special import expit
@@ -149,3 +150,66 @@ def test_a_component_new_to_the_engine_trains_on_numpy_when_auto(digits, monkeyp
     assert [m["epoch"] for m in history] == [1, 2]
     with pytest.raises(ValueError, match="no activation 'softplus'.*: train with backend='numpy'"):
         sgd(net, digits["float32"], 3, 10, eta=0.1, backend="numba")
+
+
+@numba.njit
+def compiled_gemm(alpha, x, y, beta, out):
+    fast._gemm(alpha, x, y, beta, out)
+
+
+def operand(rng, shape, dtype, layout):
+    """A (rows, cols) array: row-major, column-major (a transpose, as ``delta.T`` in ``_weight_step``),
+    the leading rows of a larger row-major array (as ``a[l][:n]`` on a short last mini-batch), or its
+    leading columns (rows longer than the array's: BLAS's leading dimension)."""
+    rows, cols = shape
+    if layout == "F":
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    if layout == "leading rows":
+        return rng.standard_normal((rows + 3, cols)).astype(dtype)[:rows]
+    if layout == "leading columns":
+        return rng.standard_normal((rows, cols + 3)).astype(dtype)[:, :cols]
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", components.DTYPES)
+@pytest.mark.parametrize(
+    ("x_layout", "y_layout"),
+    [
+        ("F", "C"),  # _weight_step's delta.T @ a
+        ("F", "leading rows"),  # the same on a short last mini-batch
+        ("C", "C"),
+        ("C", "F"),
+        ("F", "F"),
+        ("leading columns", "leading columns"),
+    ],
+)
+@pytest.mark.parametrize("shape", [(7, 5, 3), (1, 1, 1), (30, 10, 784)], ids=["small", "1x1", "weights"])
+def test_gemm_from_compiled_code_is_alpha_x_y_plus_beta_out(dtype, x_layout, y_layout, shape):
+    """The weight step's BLAS call (scipy's gemm, reached through numba's public APIs) against numpy,
+    in each layout it accepts (one compilation each); "weights" is the [784, 30, 10] network's step,
+    w <- decay w - delta.T @ a, at mini-batch 10."""
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    x, y = operand(rng, (m, k), dtype, x_layout), operand(rng, (k, n), dtype, y_layout)
+    out = operand(rng, (m, n), dtype, "C")
+    alpha, beta = np.dtype(dtype).type(-0.7), np.dtype(dtype).type(0.9)
+    expected = alpha * (x.astype(np.float64) @ y) + beta * out
+    compiled_gemm(alpha, x, y, beta, out)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "out", "message"),
+    [
+        (np.ones((3, 4)), np.ones((5, 2)), np.zeros((3, 2)), "shapes"),
+        (np.ones((3, 8))[:, ::2], np.ones((4, 2)), np.zeros((3, 2)), "neither row- nor column-major"),
+        (np.ones((3, 4)), np.ones((4, 2)), np.zeros((2, 3)).T, "out must be row-major"),
+    ],
+    ids=["shapes", "strided", "column-major-out"],
+)
+def test_gemm_refuses_what_blas_would_misread(x, y, out, message):
+    before = out.copy()
+    with pytest.raises(ValueError, match=message):
+        compiled_gemm(1.0, x, y, 0.0, out)
+    np.testing.assert_array_equal(out, before)

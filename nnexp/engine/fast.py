@@ -29,6 +29,8 @@ Every function is compiled with ``cache=True``, so that a new process loads the 
 ``__pycache__`` (a third of a second, numba's import included) rather than compiling it (3 to 5 s per
 kind of network), and ``error_model="numpy"``: a division by zero gives inf or NaN as in numpy
 instead of raising, which leaves no test in the loops, so that the compiler can vectorize them.
+Importing the module imports scipy's BLAS and registers its gemm with LLVM (see ``_blas_gemm``); it
+compiles nothing until the first call.
 """
 
 from __future__ import annotations
@@ -37,10 +39,9 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic, overload
-from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
+from llvmlite import binding
+from numba import types
+from numba.extending import get_cython_function_address, overload
 
 from nnexp.engine.data import Split
 from nnexp.engine.network import Array, Network
@@ -342,53 +343,114 @@ def _bias_step(b: Array, delta: Array, velocities: Parameters | None, l: int, mo
             b[j] += v[j]
 
 
-@intrinsic
-def _gemm(typingctx, alpha, x, y, beta, out):
-    """out <- alpha x @ y + beta out, in one call of BLAS's gemm (``np.dot`` has no alpha or beta:
-    with it, a step would be a product into a buffer and then a pass subtracting the buffer).
+_BLAS_INT, _BLAS_CHAR = types.CPointer(types.intc), types.CPointer(types.uint8)  # LP64: C ints
+_BLAS_INT_MAX = np.iinfo(np.intc).max
+_AS_IS, _TRANSPOSED = ord("N"), ord("T")  # gemm's transa and transb
 
-    ``out`` is C-contiguous; x and y are C- or F-contiguous (a transposed array is F-contiguous) and
-    of its dtype. BLAS is column-major, and a row-major (m, n) array is its (n, m) transpose there, so
-    this asks BLAS for out.T = y.T @ x.T, as numba's own ``np.dot`` does, through the same helper.
-    """
-    ensure_blas()
-    sig = types.void(alpha, x, y, beta, out)
 
-    def codegen(context, builder, sig, args):
-        x_type, y_type, out_type = sig.args[1], sig.args[2], sig.args[4]
-        x, y, out = (
-            context.make_array(t)(context, builder, v)
-            for t, v in ((x_type, args[1]), (y_type, args[2]), (out_type, args[4]))
-        )
-        m, k = cgutils.unpack_tuple(builder, x.shape)
-        n = cgutils.unpack_tuple(builder, y.shape)[1]
-        char, void_p = ir.IntType(8), ir.IntType(8).as_pointer()
+def _blas_gemm(routine: str, dtype: types.Type) -> types.ExternalFunction:
+    """scipy's ``routine`` (sgemm or dgemm), declared for compiled code: gemm(transa, transb, m, n, k,
+    alpha, a, lda, b, ldb, beta, c, ldc), every argument a pointer.
 
-        def operand(ty, array):  # (transpose?, leading dimension, data) of a C- or F-contiguous array
-            rows, cols = cgutils.unpack_tuple(builder, array.shape)
-            if ty.layout == "C":
-                return ir.Constant(char, ord("n")), cols, builder.bitcast(array.data, void_p)
-            return ir.Constant(char, ord("t")), rows, builder.bitcast(array.data, void_p)
+    Public APIs only, checked against numba 0.68.1, llvmlite 0.50.0 and scipy 1.17.1 (pyproject.toml
+    pins numba, and with it llvmlite, to the minor version the tests cover): scipy's Cython BLAS, the
+    one numba's own ``np.dot`` calls, its address from numba's ``get_cython_function_address``,
+    registered with LLVM as ``nnexp_<routine>`` (``llvmlite.binding.add_symbol``) and declared as a
+    ``types.ExternalFunction`` ("Calling C code from Numba" in numba's user guide). Not as a ctypes
+    function object, as the guide has it for Cython functions: numba bakes that address into the
+    machine code and caches no function that calls it, so each process would compile this module again
+    (3 to 5 s). A symbol is resolved by name when compiled code is loaded, hence the registration on
+    import: code loaded with the symbol unresolved crashes the process.
 
-        def scalar(i):  # alpha or beta, converted to the dtype, in memory (BLAS takes pointers)
-            value = context.cast(builder, args[i], sig.args[i], out_type.dtype)
-            return builder.bitcast(cgutils.alloca_once_value(builder, value), void_p)
+    It lives in this module rather than in one of its own because numba's cache does not notice a
+    change to compiled code in another file (a documented limitation): the functions cached here would
+    keep a stale copy of it, or call a symbol renamed since and crash."""
+    symbol = f"nnexp_{routine}"
+    binding.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", routine))
+    real, n, c = types.CPointer(dtype), _BLAS_INT, _BLAS_CHAR
+    return types.ExternalFunction(symbol, types.void(c, c, n, n, n, real, real, n, real, n, real, real, n))
 
-        trans_y, ld_y, data_y = operand(y_type, y)
-        trans_x, ld_x, data_x = operand(x_type, x)
-        intp = cgutils.intp_t
-        signature = ir.FunctionType(
-            ir.IntType(32),
-            [char, char, char, intp, intp, intp, void_p, void_p, intp, void_p, intp, void_p, void_p, intp],
-        )
-        xxgemm = cgutils.get_or_insert_function(builder.module, signature, "numba_xxgemm")
-        kind = ir.Constant(char, ord(get_blas_kind(out_type.dtype)))
-        status = builder.call(
-            xxgemm,
-            (kind, trans_y, trans_x, n, m, k, scalar(0), data_y, ld_y, data_x, ld_x, scalar(3),
-             builder.bitcast(out.data, void_p), n),
+
+_BLAS_GEMM = {
+    types.float32: _blas_gemm("sgemm", types.float32),
+    types.float64: _blas_gemm("dgemm", types.float64),
+}
+
+
+def _gemm(alpha: float, x: Array, y: Array, beta: float, out: Array) -> None:
+    """out <- alpha x @ y + beta out, in one call of BLAS's gemm, in compiled code (see the overload).
+    ``np.dot`` has no alpha or beta: with it, a step is a product into a buffer and then a pass
+    subtracting the buffer, which makes an epoch of [784, 30, 10] at mini-batch 10 some 15% slower.
+
+    x, y and out are 2-d arrays of one dtype, float32 or float64; x and y row- or column-major (a
+    transposed array is column-major), out row-major, each with unit stride along a row or a column (a
+    slice of leading rows is fine); out must not overlap x or y. Anything else raises ValueError
+    rather than reach BLAS."""
+    raise NotImplementedError
+
+
+@overload(_gemm)
+def _gemm_of(alpha, x, y, beta, out):  # unannotated: numba matches its signature with the implementation
+    if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == out.dtype for a in (x, y, out)):
+        return None  # numba then reports the types it was given
+    blas = _BLAS_GEMM.get(out.dtype)
+    if blas is None:
+        return None
+    # How BLAS reads each array: from its type when numba knows it C- or F-contiguous, which leaves
+    # nothing to check at run time; from its strides, checked, for an array of any layout.
+    layout_x, layout_y, layout_out = (_BLAS_LAYOUT.get(a.layout, _blas_layout) for a in (x, y, out))
+
+    def gemm(alpha, x, y, beta, out):
+        # BLAS is column-major, where a row-major (m, n) array is its (n, m) transpose: this asks it for
+        # out.T = y.T @ x.T, as numba's np.dot does.
+        m, k = x.shape
+        n = y.shape[1]
+        if y.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+            raise ValueError("_gemm: the shapes of x, y and out do not make out = x @ y")
+        trans_y, ld_y = layout_y(y)
+        trans_x, ld_x = layout_x(x)
+        trans_out, ld_out = layout_out(out)
+        if trans_out != _AS_IS or max(m, n, k, ld_y, ld_x, ld_out) > _BLAS_INT_MAX:
+            raise ValueError("_gemm: out must be row-major, and the sizes fit in a C int")
+        flags = np.empty(2, np.uint8)
+        flags[0], flags[1] = trans_y, trans_x
+        sizes = np.empty(6, np.intc)
+        sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5] = n, m, k, ld_y, ld_x, ld_out
+        scalars = np.empty(2, out.dtype)
+        scalars[0], scalars[1] = alpha, beta
+        blas(
+            flags[0:].ctypes, flags[1:].ctypes, sizes[0:].ctypes, sizes[1:].ctypes, sizes[2:].ctypes,
+            scalars[0:].ctypes, y.ctypes, sizes[3:].ctypes, x.ctypes, sizes[4:].ctypes,
+            scalars[1:].ctypes, out.ctypes, sizes[5:].ctypes,
         )  # fmt: skip
-        check_blas_return(context, builder, status)
-        return context.get_dummy_value()
 
-    return sig, codegen
+    return gemm
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _blas_layout(a: Array) -> tuple[int, int]:
+    """How BLAS, column-major, reads the 2-d array ``a`` of any layout, from its strides: (as is, leading
+    dimension) if ``a`` is row-major (BLAS sees a.T), (transposed, leading dimension) if column-major."""
+    rows, cols = a.shape
+    row_stride, col_stride = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
+    if a.strides[1] == a.itemsize and a.strides[0] % a.itemsize == 0 and max(1, cols) <= row_stride:
+        return _AS_IS, row_stride
+    if a.strides[0] == a.itemsize and a.strides[1] % a.itemsize == 0 and max(1, rows) <= col_stride:
+        return _TRANSPOSED, col_stride
+    raise ValueError("_gemm: an array is neither row- nor column-major with unit stride")
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _blas_layout_c(a: Array) -> tuple[int, int]:
+    """``_blas_layout`` of an array numba types C-contiguous (BLAS wants a leading dimension of at
+    least 1, even for an empty array)."""
+    return _AS_IS, max(1, a.shape[1])
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _blas_layout_f(a: Array) -> tuple[int, int]:
+    """``_blas_layout`` of an array numba types F-contiguous."""
+    return _TRANSPOSED, max(1, a.shape[0])
+
+
+_BLAS_LAYOUT = {"C": _blas_layout_c, "F": _blas_layout_f}
