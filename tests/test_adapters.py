@@ -1,6 +1,7 @@
 """The adapters to other libraries' private code (nnexp/adapters), against the pinned versions: each does
 what the library itself does, so an upgrade that changes it fails here first."""
 
+import inspect
 import os
 
 import optuna
@@ -46,3 +47,13 @@ def test_the_parallel_settings_are_the_launchers_own(composer):
 def test_n_jobs_minus_one_is_a_worker_per_core():
     assert joblib_launcher.worker_count({"n_jobs": -1}) == os.cpu_count()
     assert joblib_launcher.worker_count({"n_jobs": 3}) == 3
+
+
+def test_mlflow_starts_its_server_through_the_name_the_server_adapter_replaces():
+    """``nnexp.adapters.mlflow_server`` replaces ``mlflow.server._exec_cmd``; that MLflow's server start
+    calls it is what makes ``make server`` become its web server (tests/test_server.py then checks the
+    memory and the processes of the real thing)."""
+    import mlflow.server
+
+    assert callable(mlflow.server._exec_cmd)
+    assert "_exec_cmd(" in inspect.getsource(mlflow.server._run_server)

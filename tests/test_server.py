@@ -1,11 +1,16 @@
-"""A team's MLflow tracking server (``make server``), for real: started on 127.0.0.1 in a temp dir, runs
-and sweeps logged into it through submitit, MLflow's basic-auth app refusing who it should, and a
-server that is not there. The PostgreSQL-backed load test is slow (``make test-full``)."""
+"""A team's MLflow tracking server (``make server``) and the UI (``make ui``), for real: started on
+127.0.0.1 in a temp dir, what they hold and how they stop (real signals, every process of the tree
+watched), runs and sweeps logged into it through submitit, MLflow's basic-auth app refusing who it
+should, and a server that is not there. The PostgreSQL-backed load test is slow (``make test-full``)."""
 
 from __future__ import annotations
 
 import http.server
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,15 +18,19 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import requests
 from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
-from servers import createdb, free_port, mlflow_server, postgres
+from servers import Launched, createdb, descendants, free_port, mlflow_server, postgres, resident, running
 
 DIGITS = ("data=digits", "train.epochs=2")
 SECRET = "s3cret-Pa55word"  # every user's password here: it must appear nowhere it is logged
 UNAUTHENTICATED = (
     "401 not authenticated (wrong or missing MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
 )
+STOP_SECONDS = 5  # what `make server` promises
+RESIDENT_MB = 800  # the server with its two workers, every process counted
+ACCESS_LINE = re.compile(r'[\d/]+ [\d:]+ 127\.0\.0\.1:\d+ - "[A-Z]+ \S+ HTTP/1\.1" \d{3}( .*)?')
 
 
 def environment(url: str, user: str | None = None, password: str | None = None) -> dict[str, str]:
@@ -37,6 +46,103 @@ def runs_on(url: str):
     return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One ``python -m nnexp.server --workers 2 --access-log`` on a new store, answering, shared by the
+    tests that only look at it."""
+    server = Launched(tmp_path_factory.mktemp("served"), "--workers", "2", "--access-log")
+    try:
+        server.answers()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_server_holds_at_most_800_mb(served):
+    """(How soon it answers is a speed target: ``make bench-harness ARGS=server_start``.)"""
+    experiment = MlflowClient(served.url).create_experiment("held")
+    assert MlflowClient(served.url).get_experiment_by_name("held").experiment_id == experiment
+    tree = descendants(served.process.pid)
+    megabytes = resident(tree) / 2**20
+    assert megabytes <= RESIDENT_MB, f"{len(tree)} processes hold {megabytes:.0f} MB"
+
+
+def test_asked_for_an_access_log_the_server_logs_each_request_and_nothing_more(served):
+    requests.get(f"{served.url}/health", timeout=5)
+    wait_for_text(lambda: served.output()[0], '"GET /health HTTP/1.1" 200')
+    out, err = served.output()
+    banner, *logged = out.splitlines()
+    assert banner.startswith(f"MLflow tracking server at {served.url} ")
+    assert all(ACCESS_LINE.fullmatch(line) for line in logged), logged
+    assert "INFO" not in err  # neither MLflow's start-up lines nor uvicorn's
+
+
+def wait_for_text(read, text: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in read():
+        assert time.monotonic() < deadline, f"{text!r} not in {read()!r}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["SIGTERM to the launcher", "Ctrl-C"])
+def test_a_stop_ends_every_process_within_5_s_in_one_line(tmp_path, ctrl_c):
+    server = Launched(tmp_path, "--workers", "2")
+    try:
+        server.answers()
+        requests.get(f"{server.url}/health", timeout=5)
+        tree = descendants(server.process.pid)
+        assert len(tree) >= 4  # the launcher, uvicorn and its two workers
+        out, err = server.output()
+        if ctrl_c:
+            os.killpg(server.process.pid, signal.SIGINT)  # the terminal's foreground group
+        else:
+            server.process.send_signal(signal.SIGTERM)
+        assert running(tree, seconds=STOP_SECONDS) == []
+        assert server.process.wait() == 0
+        stopped_out, stopped_err = server.output()
+        assert "GET /health" not in stopped_out  # no access log unless asked
+        assert "Traceback" not in stopped_err
+        assert len((stopped_out + stopped_err).splitlines()) - len((out + err).splitlines()) <= 1
+    finally:
+        server.stop()
+
+
+def test_ui_prints_the_runs_table_url_first_serves_the_store_and_dies_with_its_launcher(tmp_path):
+    experiment = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment("nnexp")
+    ui = Launched(tmp_path, "ui")
+    try:
+        ui.answers()
+        first = ui.output()[0].splitlines()[0]
+        assert first == f"{ui.url}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+        found = requests.get(
+            f"{ui.url}/ajax-api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": "nnexp"},
+            timeout=5,
+        )
+        assert found.json()["experiment"]["experiment_id"] == experiment
+        tree = descendants(ui.process.pid)
+        ui.process.kill()
+        assert running(tree, seconds=STOP_SECONDS) == []
+    finally:
+        ui.stop()
+
+
+def test_url_in_an_empty_directory_prints_the_experiments_page_and_creates_no_store(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    printed = subprocess.run(
+        [sys.executable, "-m", "nnexp.server", "url"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == "http://127.0.0.1:5000/#/experiments\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_a_submitit_sweep_logs_everything_to_the_server_and_nothing_here(tmp_path, nnexp_run, monkeypatch):
     (tmp_path / "server").mkdir()
     with mlflow_server(tmp_path / "server") as url:
@@ -73,26 +179,34 @@ def test_a_submitit_sweep_logs_everything_to_the_server_and_nothing_here(tmp_pat
         assert model.predict(np.zeros((2, 64))).shape == (2,)
 
 
-@pytest.fixture
-def team(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory):
     """A basic-auth server whose admin made experiment 'team', owned by alice (she may edit it) and
-    readable by bob; yields (url, experiment id). This process talks to it as alice."""
-    (tmp_path / "server").mkdir()
+    readable by bob; (url, experiment id). One for the module: each start costs seconds."""
+    folder = tmp_path_factory.mktemp("team") / "server"
+    folder.mkdir()
     secrets = {
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-flask-secret",
         "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-Pa55word",
     }
-    with mlflow_server(tmp_path / "server", auth=secrets) as url:
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"])
-        auth = get_app_client("basic-auth", tracking_uri=url)
-        experiment = MlflowClient(url).create_experiment("team")
-        for user, permission in (("alice", "EDIT"), ("bob", "READ")):
-            auth.create_user(user, SECRET)
-            auth.grant_user_permission(user, "experiment", experiment, permission)
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    with mlflow_server(folder, auth=secrets) as url:
+        with pytest.MonkeyPatch.context() as admin:
+            admin.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            admin.setenv("MLFLOW_TRACKING_PASSWORD", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"])
+            auth = get_app_client("basic-auth", tracking_uri=url)
+            experiment = MlflowClient(url).create_experiment("team")
+            for user, permission in (("alice", "EDIT"), ("bob", "READ")):
+                auth.create_user(user, SECRET)
+                auth.grant_user_permission(user, "experiment", experiment, permission)
         yield url, experiment
+
+
+@pytest.fixture
+def team(team_server, monkeypatch):
+    """The team's server, this process talking to it as alice."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    return team_server
 
 
 @pytest.mark.parametrize(
@@ -114,23 +228,25 @@ def test_the_server_refuses_in_one_line_and_nothing_is_left(
     url, experiment = team
     here = tmp_path / "here"
     here.mkdir()
+    before = MlflowClient(url).search_runs([experiment])
     result = nnexp_run(*DIGITS, "tracking.experiment=team", env=environment(url, user, password), cwd=here)
     assert result.returncode == 1
     assert result.stderr.strip() == f"the MLflow server {url} {message}"
     assert list(here.iterdir()) == []  # no store, no outputs
-    assert MlflowClient(url).search_runs([experiment]) == []  # nothing on the server either
+    assert MlflowClient(url).search_runs([experiment]) == before  # nothing on the server either
 
 
-def test_the_owner_logs_and_no_credential_is_recorded(tmp_path, nnexp_run, team):
+def test_the_owner_logs_and_no_credential_is_recorded(tmp_path, nnexp_command, team):
     url, experiment = team
     here = tmp_path / "here"
     here.mkdir()
-    result = nnexp_run(
+    before = {run.info.run_id for run in MlflowClient(url).search_runs([experiment])}
+    result = nnexp_command(
         "-m", *DIGITS, "seed=1,2", "tracking.experiment=team", env=environment(url, "alice", SECRET), cwd=here
     )
     assert result.returncode == 0, result.stderr
     client = MlflowClient(url)
-    runs = client.search_runs([experiment])
+    runs = [run for run in client.search_runs([experiment]) if run.info.run_id not in before]
     assert len(runs) == 3 and all(run.info.status == "FINISHED" for run in runs)
     recorded = [result.stdout, result.stderr]
     for run in runs:
