@@ -44,11 +44,12 @@ reproduce: install
 	$(PY) -m nnexp.run -m search=ch3_eta_lmbda
 	$(PY) -m nnexp.book
 
+# Both cores (pytest-xdist), and the 15 slowest tests named at the end of every run.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --durations=15
 
 test-full: install
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -n 2 --durations=15 -m ""
 
 bench: install
 	cd benchmarks && ../$(PY) bench_engine.py
@@ -65,5 +66,5 @@ format: install
 	$(VENV)/bin/ruff check --fix nnexp hydra_plugins tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun reports mlflow.db mlartifacts optuna.journal
+	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun reports mlflow.db mlflow.db.lock mlartifacts optuna.journal
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -11,6 +11,7 @@ exit status 1), never by raising.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def warm_up(task: dict, uri: str) -> None:
     net = build_network(c, loaded.n_inputs, loaded.n_classes)
     train = c.train  # no epoch: sgd only loads (or compiles) its training loop
     sgd(net, loaded, 0, train.batch_size, train.eta, train.momentum, backend=train.backend)
-    MlflowClient(uri).search_experiments(max_results=1)  # sets up MLflow's store
+    store.open_store(uri)
 
 
 class SweepCallback(Callback):
@@ -126,6 +127,10 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            Path(config.hydra.sweep.dir).mkdir(parents=True)  # this sweep's own, or an error
+        except FileExistsError:
+            sys.exit(f"the sweep directory {config.hydra.sweep.dir} is another sweep's: start again")
+        try:
             uri = store.store_uri()
             self.client, experiment_id = store.open_experiment(uri, config.tracking.experiment)
             study = study_of(config)
@@ -141,6 +146,8 @@ class SweepCallback(Callback):
             atexit.register(self._end_if_open)
             self.sweep.save(Path(config.hydra.sweep.dir))
         except Exception as error:  # any: Hydra would only warn, and the jobs would run untracked
+            with contextlib.suppress(OSError):
+                Path(config.hydra.sweep.dir).rmdir()  # nothing left behind
             sys.exit(f"cannot start the sweep's MLflow run: {line(error)}")
 
     def _create(self, config: DictConfig, experiment_id: str, kind: dict[str, str]) -> Run:
@@ -183,7 +190,10 @@ class SweepCallback(Callback):
         parent = self.client.get_run(self.sweep.parent_run_id)
         children = runs.children(self.client, parent)
         study = parent.data.tags.get(Tag.SEARCH)
-        outcome = study_outcome(study, parent, children) if study else sweep_outcome(children)
+        if study:
+            outcome = study_outcome(study, parent, children)
+        else:
+            outcome = sweep_outcome(children, len(jobs_of(config)))
         try:
             if children:
                 run_ids = [child.info.run_id for child in children]

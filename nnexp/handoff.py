@@ -32,7 +32,6 @@ class SweepHandoff:
         return MlflowClient(self.tracking_uri)
 
     def save(self, sweep_dir: Path) -> None:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / FILE).write_text(json.dumps(asdict(self)))
 
     @classmethod

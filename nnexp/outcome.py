@@ -18,10 +18,11 @@ class Outcome:
     line: str
 
 
-def sweep_outcome(children: list[Run]) -> Outcome:
-    """A sweep succeeds when every one of its runs FINISHED."""
-    failed = sum(child.info.status != Status.FINISHED for child in children)
-    return Outcome(bool(children) and not failed, f"sweep of {len(children)} runs, {failed} failed")
+def sweep_outcome(children: list[Run], jobs: int) -> Outcome:
+    """A sweep of ``jobs`` jobs succeeds when every one of them has a run and the run FINISHED (a job
+    that could not run, for want of its data say, has none)."""
+    failed = jobs - sum(child.info.status == Status.FINISHED for child in children)
+    return Outcome(jobs > 0 and not failed, f"sweep of {jobs} runs, {failed} failed")
 
 
 def study_outcome(study: str, parent: Run, children: list[Run]) -> Outcome:

@@ -251,7 +251,8 @@ class TrialBook:
             state = study.tell(trial, result.objective).state
         else:
             state = study.tell(trial, state=TrialState.FAIL).state
-        self.client.set_tag(result.run_id, Tag.TRIAL_STATE, state.name)
+        if result.run_id:  # a job that could not run has no run
+            self.client.set_tag(result.run_id, Tag.TRIAL_STATE, state.name)
 
     def record(self, study: optuna.Study) -> None:
         """The study on its parent run: the best trial's validation accuracy and parameters, trials.csv,

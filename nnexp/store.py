@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlsplit, urlunsplit
+
+from filelock import FileLock
 
 from nnexp.errors import StoreError
 from nnexp.vocabulary import Tag
@@ -51,22 +54,43 @@ def artifact_location(uri: str) -> str | None:
     return (local_path(uri).parent / "mlartifacts").as_uri()
 
 
-def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
-    """A client of the store and the id of ``experiment``, both created if new (the experiment with its
-    artifact location).
+@contextlib.contextmanager
+def setting_up(uri: str) -> Iterator[None]:
+    """Hold the store's set-up lock, a file beside a sqlite store (``mlflow.db.lock``), for as long as
+    this process sets the store up: creating its schema or migrating it (MLflow does either as a
+    process first opens a store) and creating an experiment. Any number of commands may start at once
+    on one store, new or not: they take turns here, then write to it as MLflow does. A server's store
+    sets itself up: nothing to hold."""
+    path = local_path(uri) if urlparse(uri).scheme == "sqlite" else None
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        yield
 
-    The first call on a fresh sqlite store also creates its schema: for a sweep, call this once in the
-    launching process, because parallel jobs racing to set up one sqlite file fail.
-    """
+
+def open_store(uri: str) -> MlflowClient:
+    """A client of the store, set up in this process (its schema created if the store is new)."""
     from mlflow.tracking import MlflowClient  # MLflow: 2 s of imports that `make ui` and `make server` skip
 
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return client, found.experiment_id
-    experiment_id = client.create_experiment(
-        experiment, artifact_location=artifact_location(uri), tags={Tag.EXPERIMENT_KIND: Tag.CLASSIC_ML}
-    )
+    with setting_up(uri):  # the client sets up its store as it is made
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
+def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client of the store and the id of ``experiment``, both created if new (the experiment with its
+    artifact location), safely whatever other commands do with the store at the same time."""
+    client = open_store(uri)
+    with setting_up(uri):
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return client, found.experiment_id
+        experiment_id = client.create_experiment(
+            experiment, artifact_location=artifact_location(uri), tags={Tag.EXPERIMENT_KIND: Tag.CLASSIC_ML}
+        )
     return client, experiment_id
 
 
@@ -179,6 +203,7 @@ def check_server(uri: str, experiment: str | None) -> None:
 WRITERS = ("EDIT", "MANAGE")  # the basic-auth app's permissions that may create runs in an experiment
 
 
-def runs_url(experiment_id: str) -> str:
-    """The UI page of the experiment's runs table (MLflow 3 otherwise opens its GenAI view)."""
-    return f"{UI}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_url(experiment_id: str, ui: str = UI) -> str:
+    """The page of the experiment's runs table in the UI at ``ui`` (MLflow 3 otherwise opens its GenAI
+    view)."""
+    return f"{ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
