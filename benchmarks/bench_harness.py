@@ -16,8 +16,13 @@ Sections (and their targets):
 - ``memory``: peak RSS of the default 30-epoch run (<= 300 MB), and of a joblib worker from its 2nd
   to its 8th job (no growth beyond 5%).
 - ``checkpoint``: a checkpoint of [784,100,10] against one of its epochs at mini-batch 10 (<= 5%).
+- ``learning_speed``: measuring chapter 5's speeds of learning after an epoch (the first 1,000 training
+  images) against one epoch of [784,30,30,30,30,10] at mini-batch 10 (<= 10%).
 - ``search``: a search's own cost per trial, beyond the runs themselves (<= 0.3 s).
 - ``server``: a PostgreSQL-backed tracking server's throughput, epochs logged a second by 8 jobs.
+- ``server_start``: `make server` and `make ui`: seconds to answer, memory, seconds to stop.
+- ``writers``: sweeps of 2 jobs started together on one store, doubled until one fails or a run takes
+  twice as long as alone: on sqlite, and on a PostgreSQL-backed server (the README's advice).
 
 The machine is noisy: each command is timed the fastest of three where it says so, and what matters
 is the ratios, measured side by side in one run.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +49,7 @@ from reference_network import ReferenceNetwork, as_column_pairs
 from threadpoolctl import threadpool_limits
 
 from nnexp import checkpoints, store
-from nnexp.engine import Network, data, sgd
+from nnexp.engine import Network, data, learning_speeds, sgd
 from nnexp.engine.history import CURVES, EPOCH_SECONDS, ETA
 from nnexp.engine.training import TrainingState
 
@@ -243,6 +249,33 @@ def section_checkpoint(saves: int = 20) -> None:
     print(f"vs an epoch of {epoch:5.3f} s ({save / epoch:.1%})")
 
 
+def section_learning_speed(times: int = 20) -> None:
+    """The speeds are measured in numpy between epochs, whatever the backend: their cost against a
+    training epoch (the default backend, one thread, without evaluation) of the chapter's deepest net,
+    on one BLAS thread as the epoch and a sweep's jobs run, and on BLAS's own threads as a lone run
+    (where a busy machine makes BLAS's threads wait for each other)."""
+    dataset = data.load("mnist")
+    net = Network([784, 30, 30, 30, 30, 10], seed=0, **DEFAULT)
+    epochs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        sgd(net, dataset, 1, 10, 0.1, monitor=())
+        epochs.append(time.perf_counter() - started)
+    epoch = min(epochs)
+    for threads, name in ((1, "one BLAS thread"), (None, "BLAS's own threads")):
+        seconds = []
+        with threadpool_limits(threads):
+            for _ in range(times):
+                started = time.perf_counter()
+                learning_speeds(net, dataset.train)
+                seconds.append(time.perf_counter() - started)
+        measure = float(np.median(seconds))
+        print(
+            f"speeds of learning of [784,30,30,30,30,10], {name + ':':20} {1000 * measure:5.1f} ms", end=" "
+        )
+        print(f"vs an epoch of {epoch:5.3f} s ({measure / epoch:.1%})")
+
+
 def section_search(trials: int = 10) -> None:
     short = ("data=digits", "train.epochs=3")
     with tempfile.TemporaryDirectory() as sweep_dir, tempfile.TemporaryDirectory() as study_dir:
@@ -278,6 +311,86 @@ def section_server(writers: int = 8, epochs: int = 150) -> None:
     )
 
 
+def section_server_start(times: int = 3) -> None:
+    """`make server` (2 workers) and `make ui` (1): seconds until each answers, on a new store and on
+    the same store again, the memory of the whole process tree, and seconds to stop after SIGTERM."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from servers import Launched, descendants, resident, running
+
+    for what, args in (("make server", ("--workers", "2")), ("make ui", ("ui",))):
+        with tempfile.TemporaryDirectory() as tmp:
+            for attempt in range(times):
+                server = Launched(Path(tmp), *args)
+                answered = server.answers()
+                tree = descendants(server.process.pid)
+                megabytes = resident(tree) / 2**20
+                started = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                running(tree, seconds=30)
+                store = "new store" if attempt == 0 else "same store"
+                print(
+                    f"{what:12s} {store:10s}: answers in {answered:4.1f} s, {len(tree)} processes "
+                    f"{megabytes:4.0f} MB, stopped {time.monotonic() - started:3.1f} s after SIGTERM"
+                )
+                server.process.wait()
+
+
+def sweeps_together(cwd: str, sweeps: int, env: dict[str, str]) -> tuple[float, int]:
+    """``sweeps`` sweeps of 2 joblib jobs (3 epochs on 1,000 MNIST images) started together in ``cwd``:
+    (seconds until the last ended, how many commands failed)."""
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nnexp.run",
+                "-m",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                "experiment=smoke",
+                f"seed={2 * k},{2 * k + 1}",
+            ],
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for k in range(sweeps)
+    ]
+    failed = sum(process.wait() != 0 for process in processes)
+    return time.perf_counter() - started, failed
+
+
+def section_writers(most: int = 16) -> None:
+    """How many sweeps of 2 jobs may start together on one store: doubled until a command fails or a
+    run takes more than twice as long (wall time per run) as with one sweep alone; on a sqlite store,
+    then on make server's PostgreSQL-backed tracking server."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from servers import createdb, mlflow_server, postgres
+
+    def climb(name: str, folder: str, env: dict[str, str]) -> None:
+        alone = None
+        sweeps = 1
+        while sweeps <= most:
+            seconds, failed = sweeps_together(folder, sweeps, env)
+            per_run = seconds / (2 * sweeps)
+            alone = alone or per_run
+            print(
+                f"{name}: {sweeps:2d} sweeps together, {per_run:5.2f} s a run "
+                f"({per_run / alone:.2f}x), {failed} failed"
+            )
+            if failed or per_run > 2 * alone:
+                return
+            sweeps *= 2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        climb("sqlite store", tmp, {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"})
+    with postgres() as cluster, tempfile.TemporaryDirectory() as tmp:
+        with mlflow_server(Path(tmp), backend=createdb(cluster, "mlflow"), workers=2) as url:
+            climb("PostgreSQL server", tmp, {"MLFLOW_TRACKING_URI": url})
+
+
 def log_epochs(url: str, experiment: str, epochs: int) -> None:
     """What a job sends the server each epoch: one request with the epoch's metrics."""
     client = MlflowClient(url)
@@ -295,8 +408,11 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "launchers": section_launchers,
     "memory": section_memory,
     "checkpoint": section_checkpoint,
+    "learning_speed": section_learning_speed,
     "search": section_search,
     "server": section_server,
+    "server_start": section_server_start,
+    "writers": section_writers,
 }
 
 

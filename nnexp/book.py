@@ -10,6 +10,7 @@ latest sweep of each experiment, whose runs ``make reproduce`` has just made. No
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,9 +19,19 @@ from pathlib import Path
 from mlflow.entities import Run
 
 from nnexp import errors, process, report, runs, store
-from nnexp.engine.history import BEST_TEST_ACCURACY, EPOCHS_RUN, OBJECTIVE, best, key, summarize
+from nnexp.engine.history import (
+    BEST_TEST_ACCURACY,
+    EPOCHS_RUN,
+    INITIAL,
+    OBJECTIVE,
+    best,
+    key,
+    learning_speed_keys,
+    summarize,
+)
 from nnexp.errors import NotFound, UserError
 from nnexp.outcome import trial_counts
+from nnexp.plots import plot_learning_speeds
 from nnexp.vocabulary import Summary, Tag
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -30,7 +41,11 @@ TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is t
 @dataclass(frozen=True)
 class Row:
     """One line of the book's table: its peak accuracy on ``split`` for the runs of ``experiment``
-    whose params match ``where``; with several seeds the book quotes the best run."""
+    whose params match ``where``; with several seeds the book quotes the best run.
+
+    Chapter 5's rows each read one depth of a sweep over depths (``network``, the runs' ``model.hidden``)
+    and compare the book's one run or one random draw with the spread of nnexp's seeds: ``statistic``
+    says what they compare (``MEASURES``)."""
 
     number: str
     experiment: str
@@ -40,6 +55,82 @@ class Row:
     book_text: str
     where: Mapping[str, str] = field(default_factory=dict)
     rising: bool = False  # the book quotes where the curve starts as well as its peak
+    network: str | None = None  # the model.hidden param of the runs the row reads, if it picks a depth
+    statistic: str = "peak"
+    book_values: tuple[float, ...] = ()  # the book's speeds of learning, first hidden layer first
+    tolerance: float = TOLERANCE  # percentage points, for the rows that compare accuracies
+
+
+HIDDEN = {depth: str([30] * depth) for depth in (1, 2, 3, 4)}  # model.hidden params, by depth
+SPEEDS_AT_START = {2: (0.07, 0.31), 3: (0.012, 0.060, 0.283), 4: (0.003, 0.017, 0.070, 0.285)}
+RATIOS_AT_START = {2: 4.5, 3: 24.0, 4: 95.0}  # the book's last hidden layer's speed over its first's
+SPEEDS_TRAINED = {2: (0.0034, 0.0096), 3: (8.6e-5, 2.2e-4, 1.26e-3), 4: (8e-6, 2.6e-5, 1.8e-4, 9.2e-4)}
+BOOK_LAST_EPOCH = 499  # the book measures before each of its 500 steps: its last is after 499 of them
+DEPTH_TOLERANCE = 0.6  # pp: chapter 5's accuracies, one run in the book against nnexp's median
+RATIO_FACTOR = 2.0  # the ratio of speeds at initialization is reproduced within this factor of the book's
+INCREASING_SEEDS = 0.9  # ... and the speeds increase layer by layer in this share of the seeds at least
+SPEED_RUNS = "first 1,000 training images"
+
+
+def _net(hidden: int) -> str:
+    return "[784," + "30," * hidden + "10]"
+
+
+def _chapter_5() -> tuple[Row, ...]:
+    rows = [
+        Row(
+            "ch5",
+            "ch5_depth",
+            f"{_net(depth)} cross-entropy, L2 lmbda 5.0, eta 0.1",
+            "validation",
+            accuracy,
+            f"{accuracy:.2f}% (one run)",
+            network=HIDDEN[depth],
+            statistic="median",
+            tolerance=DEPTH_TOLERANCE,
+        )
+        for depth, accuracy in ((1, 96.48), (2, 96.90), (3, 96.57), (4, 96.53))
+    ]
+    for depth, speeds in SPEEDS_AT_START.items():
+        rows += [
+            Row(
+                "ch5",
+                "ch5_initial_speed",
+                f"{_net(depth)}: speeds of learning at initialization",
+                SPEED_RUNS,
+                None,
+                ", ".join(f"{v:g}" for v in speeds) + " (one draw)",
+                network=HIDDEN[depth],
+                statistic="initial",
+                book_values=speeds,
+            ),
+            Row(
+                "ch5",
+                "ch5_initial_speed",
+                f"{_net(depth)}: last hidden layer's speed over the first's, at initialization",
+                SPEED_RUNS,
+                None,
+                f"{RATIOS_AT_START[depth]:g}x",
+                network=HIDDEN[depth],
+                statistic="ratio",
+                book_values=(RATIOS_AT_START[depth],),
+            ),
+        ]
+    rows += [
+        Row(
+            "ch5",
+            "ch5_learning_speed",
+            f"{_net(depth)}: speeds of learning after {BOOK_LAST_EPOCH} steps of full-batch descent",
+            SPEED_RUNS,
+            None,
+            ", ".join(f"{v:.2g}" for v in speeds),
+            network=HIDDEN[depth],
+            statistic="trained",
+            book_values=speeds,
+        )
+        for depth, speeds in SPEEDS_TRAINED.items()
+    ]
+    return tuple(rows)
 
 
 ROWS = (
@@ -103,6 +194,7 @@ ROWS = (
         98.04,
         "98.04%",
     ),
+    *_chapter_5(),
 )
 
 # Experiments of what chapter 3 describes without running it on MNIST: no book number to compare with.
@@ -130,6 +222,7 @@ class ExperimentRuns:
     parent: Run
     runs: list[Run]
     histories: dict[str, object]  # run id -> per-epoch DataFrame
+    client: object  # the store's MlflowClient, for the curves the histories do not hold (speeds)
 
     @property
     def seconds(self) -> float:
@@ -137,6 +230,22 @@ class ExperimentRuns:
 
     def matching(self, where: Mapping[str, str]) -> list[Run]:
         return [r for r in self.runs if all(r.data.params.get(k) == v for k, v in where.items())]
+
+    def of_row(self, row: Row) -> list[Run]:
+        """The runs a row reads: those matching its ``where`` and, if it names one, its network."""
+        depth = {} if row.network is None else {"model.hidden": row.network}
+        matching = self.matching({**row.where, **depth})
+        if not matching:
+            raise NotFound(f"experiment {row.experiment} has no run with {dict(row.where) | depth}")
+        return matching
+
+    def speeds(self, run: Run, epoch: int) -> list[float]:
+        """The run's speeds of learning at ``epoch``, first hidden layer first."""
+        history = report.speed_history(self.client, run)
+        values = history[history["epoch"] == epoch].drop(columns="epoch")
+        if values.empty:
+            raise NotFound(f"run {run.info.run_id} of {self.name} has no speeds of learning at epoch {epoch}")
+        return [float(values[column].iloc[0]) for column in learning_speed_keys(values.columns)]
 
     def peak(self, run: Run, split: str) -> float:
         """The run's peak accuracy on ``split``, in percent."""
@@ -151,17 +260,19 @@ def load_sweep(client, experiment: str, figures: Path) -> ExperimentRuns:
     parent = client.get_run(children[0].data.tags[Tag.PARENT])
     histories = {run_id: report.run_history(client, run_id) for run_id in run_ids}
     report.write_report(client, run_ids, figures / experiment, experiment)
-    return ExperimentRuns(experiment, parent, children, histories)
+    return ExperimentRuns(experiment, parent, children, histories, client)
 
 
 def measured(row: Row, sweep: ExperimentRuns) -> tuple[str, float | None, str]:
     """(nnexp's figure as text, its peak in percent, the seeds behind it) for one row."""
-    matching = sweep.matching(row.where)
-    if not matching:
-        raise NotFound(f"experiment {row.experiment} has no run with {dict(row.where)}")
+    matching = sweep.of_row(row)
+    seeds = ", ".join(sorted((run.data.tags.get(Tag.SEED, "?") for run in matching), key=_seed_order))
+    if row.statistic == "median":
+        peaks = [sweep.peak(run, row.split) for run in matching]
+        median = statistics.median(peaks)
+        return f"{median:.2f}% (median of {len(peaks)}; {min(peaks):.2f}-{max(peaks):.2f}%)", median, seeds
     best = max(matching, key=lambda run: sweep.peak(run, row.split))
     peak = sweep.peak(best, row.split)
-    seeds = ", ".join(sorted(run.data.tags.get(Tag.SEED, "?") for run in matching))
     if row.rising:
         first = 100 * float(sweep.histories[best.info.run_id][key(row.split, "accuracy")].iloc[0])
         return f"{first:.2f}% rising to {peak:.2f}%", peak, seeds
@@ -222,12 +333,59 @@ def search_table(study: StudyRuns) -> list[str]:
     ]
 
 
+def _seed_order(seed: str) -> tuple[int, str]:
+    return (int(seed), "") if seed.isdigit() else (-1, seed)
+
+
 def verdict(row: Row, peak: float) -> str:
     if row.book is None:
         return "qualitative, see notes"
     difference = peak - row.book
-    mark = "yes" if abs(difference) <= TOLERANCE else "**no**"
+    mark = "yes" if abs(difference) <= row.tolerance else "**no**"
     return f"{difference:+.2f} pp, {mark}"
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def speed_cells(row: Row, sweep: ExperimentRuns) -> tuple[str, str, str]:
+    """(nnexp's figure, the verdict, the seeds) of a chapter-5 row of speeds of learning.
+
+    ``initial``: each hidden layer's speed at epoch 0, the median over the seeds with its range, and
+    whether the book's one draw lies in that range. ``ratio``: the last hidden layer's speed over the
+    first's at epoch 0, reproduced when the median is within a factor 2 of the book's and the speeds
+    increase from the first hidden layer to the last in 9 seeds of 10. ``trained``: the speeds after
+    the book's last step (qualitative: one run, the shape of the curves is the result).
+    """
+    matching = sweep.of_row(row)
+    seeds = ", ".join(sorted((run.data.tags.get(Tag.SEED, "?") for run in matching), key=_seed_order))
+    if row.statistic == "trained":
+        (run,) = matching
+        speeds = sweep.speeds(run, BOOK_LAST_EPOCH)
+        ratio, book_ratio = speeds[-1] / speeds[0], row.book_values[-1] / row.book_values[0]
+        text = ", ".join(f"{v:.2g}" for v in speeds)
+        return text, f"qualitative; last over first {ratio:.0f}x (book {book_ratio:.0f}x)", seeds
+    draws = [sweep.speeds(run, INITIAL) for run in matching]
+    if row.statistic == "ratio":
+        ratios = [speeds[-1] / speeds[0] for speeds in draws]
+        median = statistics.median(ratios)
+        increasing = sum(all(a < b for a, b in zip(d, d[1:], strict=False)) for d in draws)
+        book = row.book_values[0]
+        within = book / RATIO_FACTOR <= median <= book * RATIO_FACTOR
+        ok = within and increasing >= INCREASING_SEEDS * len(draws)
+        text = (
+            f"{median:.1f}x (median of {len(draws)}; {min(ratios):.1f}-{max(ratios):.1f}x), "
+            f"increasing in {increasing} of {len(draws)}"
+        )
+        return text, f"x{median / book:.2f} of the book's, {_yes(ok)}", seeds
+    layers = list(zip(*draws, strict=True))
+    text = (
+        ", ".join(f"{statistics.median(v):.3g} ({min(v):.3g}-{max(v):.3g})" for v in layers)
+        + f" (median, range of {len(draws)})"
+    )
+    inside = [min(v) <= book <= max(v) for v, book in zip(layers, row.book_values, strict=True)]
+    return text, "the book's in the range: " + ", ".join(_yes(i) for i in inside), seeds
 
 
 def book_table(sweeps: Mapping[str, ExperimentRuns]) -> list[str]:
@@ -238,10 +396,14 @@ def book_table(sweeps: Mapping[str, ExperimentRuns]) -> list[str]:
     ]
     for row in ROWS:
         sweep = sweeps[row.experiment]
-        text, peak, seeds = measured(row, sweep)
+        if row.statistic in ("initial", "ratio", "trained"):
+            text, judged, seeds = speed_cells(row, sweep)
+        else:
+            text, peak, seeds = measured(row, sweep)
+            judged = verdict(row, peak)
         lines.append(
             f"| {row.number} | {row.setting} (`experiment={row.experiment}`) | {row.split} | "
-            f"{row.book_text} | {text} | {verdict(row, peak)} | {seeds} | {sweep.seconds:.0f} s |"
+            f"{row.book_text} | {text} | {judged} | {seeds} | {sweep.seconds:.0f} s |"
         )
     return lines
 
@@ -286,6 +448,7 @@ def render(sweeps: Mapping[str, ExperimentRuns], study: StudyRuns, figures: Path
         "",
         *(f"![{name}]({rel / study.name / name})" for name in SEARCH_FIGURES),
         "",
+        *chapter_5_section(rel),
         "## Learning curves",
         "",
     ]
@@ -295,6 +458,36 @@ def render(sweeps: Mapping[str, ExperimentRuns], study: StudyRuns, figures: Path
     if notes.exists():
         lines += ["## Notes", "", notes.read_text().strip(), ""]
     return "\n".join(lines) + "\n"
+
+
+SPEED_FIGURE = "learning_speed_4_hidden_layers.png"  # the README's chapter-5 figure
+
+
+def speed_figure(sweep: ExperimentRuns, figures: Path) -> Path:
+    """The book's figure for [784,30,30,30,30,10]: its run of ``ch5_learning_speed`` alone."""
+    (run,) = sweep.matching({"model.hidden": HIDDEN[4]})
+    history = report.speed_history(sweep.client, run)
+    title = "Speed of learning: full-batch gradient descent on 1,000 images"
+    return plot_learning_speeds({_net(4): history}, figures / sweep.name / SPEED_FIGURE, title)
+
+
+def chapter_5_section(rel: Path) -> list[str]:
+    """RESULTS.md's chapter-5 figures: the speeds of learning as the nets train, and dC/db at the start."""
+    name = "ch5_learning_speed"
+    return [
+        "## Chapter 5: the speed of learning of each hidden layer",
+        "",
+        "The speed of learning of hidden layer l is ||dC/db^l||, the norm of the cost's gradient with",
+        "respect to the layer's biases, averaged over the first 1,000 training images, measured before",
+        "training (epoch 0) and after each step of full-batch gradient descent on those images.",
+        "",
+        f"![speed of learning, 4 hidden layers]({rel / name / SPEED_FIGURE})",
+        "",
+        f"![speed of learning by depth]({rel / name / 'learning_speed.png'})",
+        "",
+        f"![dC/db before training]({rel / name / 'bias_gradients.png'})",
+        "",
+    ]
 
 
 def update_readme(readme: Path, table: Sequence[str]) -> None:
@@ -327,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = args.out / "results"
     names = dict.fromkeys([row.experiment for row in ROWS] + list(BEYOND))
     sweeps = {name: load_sweep(client, name, figures) for name in names}
+    speed_figure(sweeps["ch5_learning_speed"], figures)
     text = render(sweeps, load_study(client, SEARCH, figures), figures, args.out)
     update_readme(args.readme, book_table(sweeps))
     (args.out / "RESULTS.md").write_text(text)

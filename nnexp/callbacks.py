@@ -24,13 +24,14 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from joblib import Parallel, delayed
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from nnexp import grammar, lineage, process, report, runs, store
 from nnexp.adapters import joblib_launcher
 from nnexp.config import build_network, describe, sweep_jobs, validate
-from nnexp.engine import sgd
+from nnexp.engine import DataError, sgd
 from nnexp.errors import UserError, line
 from nnexp.handoff import SweepHandoff
 from nnexp.outcome import study_outcome, sweep_outcome
@@ -98,14 +99,16 @@ class StartWorkers(Callback):
 
 
 def warm_up(task: dict, uri: str) -> None:
-    """In a worker: what its first job would otherwise pay for (see ``StartWorkers``)."""
+    """In a worker: what its first job would otherwise pay for (see ``StartWorkers``). Data or a store
+    that cannot be had is left for the jobs to report, each in its line."""
     process.prepare()
     c = validate(OmegaConf.create(task))
-    loaded = process.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
-    net = build_network(c, loaded.n_inputs, loaded.n_classes)
-    train = c.train  # no epoch: sgd only loads (or compiles) its training loop
-    sgd(net, loaded, 0, train.batch_size, train.eta, train.momentum, backend=train.backend)
-    store.open_store(uri)
+    with contextlib.suppress(UserError, DataError, MlflowException):
+        store.open_store(uri)
+        loaded = process.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
+        net = build_network(c, loaded.n_inputs, loaded.n_classes)
+        train = c.train  # no epoch: sgd only loads (or compiles) its training loop
+        sgd(net, loaded, 0, train.batch_size, train.eta, train.momentum, backend=train.backend)
 
 
 class SweepCallback(Callback):

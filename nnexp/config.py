@@ -162,6 +162,8 @@ class TrainConfig:
         "null (never) or an integer >= 1", lambda n: n >= 1
     )
     backend: str = one_of(training.BACKENDS)  # the engine's: auto (numba when it can), numpy or numba
+    # chapter 5's speed of learning of each hidden layer, logged every epoch and at epoch 0
+    learning_speed: bool = accepting("true or false")
 
 
 @dataclass

@@ -25,9 +25,9 @@ from mlflow.tracking import MlflowClient
 
 from nnexp import errors, grammar, process, runs, store
 from nnexp.engine import history as vocabulary
-from nnexp.engine.history import EPOCH, final, summarize
+from nnexp.engine.history import EPOCH, final, initial_bias_gradients, learning_speed_keys, summarize
 from nnexp.errors import NotFound
-from nnexp.plots import plot_metric
+from nnexp.plots import plot_bias_gradients, plot_learning_speeds, plot_metric
 from nnexp.vocabulary import Summary, Tag
 
 UNSET = "(default)"  # shown for an override key that a run did not set
@@ -92,6 +92,18 @@ def run_history(client: MlflowClient, run_id: str) -> pd.DataFrame:
     return pd.DataFrame(runs.stored_history(client, run_id), columns=[EPOCH, *vocabulary.CURVES])
 
 
+def speed_history(client: MlflowClient, run: Run) -> pd.DataFrame:
+    """A run's speeds of learning by epoch, from epoch 0 (``train.learning_speed``), one column per
+    hidden layer: empty (no column but the epoch) for a run that did not measure them."""
+    epochs: dict[int, dict[str, float]] = {}
+    for curve in learning_speed_keys(run.data.metrics):
+        for metric in client.get_metric_history(run.info.run_id, curve):
+            epochs.setdefault(metric.step, {EPOCH: metric.step})[curve] = metric.value
+    return pd.DataFrame(
+        [epochs[epoch] for epoch in sorted(epochs)], columns=[EPOCH, *learning_speed_keys(run.data.metrics)]
+    )
+
+
 def run_labels(chosen: Sequence[Run]) -> tuple[list[dict[str, str]], list[str]]:
     """What distinguishes each run: the values of the differing override keys, or, when the overrides are
     all alike (e.g. hand-picked runs launched with the same command line), of the differing params.
@@ -148,8 +160,9 @@ def table_row(run: Run, history: pd.DataFrame) -> dict:
 
 
 def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: str) -> list[Path]:
-    """Write accuracy.png, cost.png, summary.csv and summary.md into out_dir. (The two figures are the
-    rows of one run's learning_curves.png, for many runs: one figure of both would repeat them.)"""
+    """Write accuracy.png, cost.png, summary.csv and summary.md into out_dir (the two figures are the
+    rows of one run's learning_curves.png, for many runs: one figure of both would repeat them), and
+    chapter 5's figures for the runs that measured their speeds of learning (``chapter_5_figures``)."""
     if not run_ids:
         raise NotFound("no runs to report")
     out = Path(out_dir)
@@ -162,6 +175,7 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
         plot_metric(by_label, "accuracy", out / "accuracy.png", f"{title}: accuracy"),
         plot_metric(by_label, "cost", out / "cost.png", f"{title}: cost"),
     ]
+    paths += chapter_5_figures(client, dict(zip(labels, chosen, strict=True)), out, title)
 
     rows = [
         {"run": run.info.run_name, "run_id": run.info.run_id, **vals, **table_row(run, history)}
@@ -174,6 +188,24 @@ def write_report(client: MlflowClient, run_ids: Sequence[str], out_dir, title: s
     table.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(f"# {title}\n\n{to_markdown(table.drop(columns='run_id'))}\n")
     return paths + [out / "summary.csv", out / "summary.md"]
+
+
+def chapter_5_figures(client: MlflowClient, by_label: dict[str, Run], out: Path, title: str) -> list[Path]:
+    """learning_speed.png, one log-scale panel of speeds of learning per run that has them, titled by
+    what differs, and bias_gradients.png, the bias gradients of each of those runs' networks before
+    training (the chapter's bar figure); nothing for runs that did not measure them."""
+    speeds = {label: speed_history(client, run) for label, run in by_label.items()}
+    speeds = {label: history for label, history in speeds.items() if len(history)}
+    gradients = {label: initial_bias_gradients(run.data.metrics) for label, run in by_label.items()}
+    gradients = {label: layers for label, layers in gradients.items() if layers}
+    paths = []
+    if speeds:
+        paths.append(plot_learning_speeds(speeds, out / "learning_speed.png", f"{title}: speed of learning"))
+    if gradients:
+        paths.append(
+            plot_bias_gradients(gradients, out / "bias_gradients.png", f"{title}: dC/db before training")
+        )
+    return paths
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -20,14 +20,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.entities import DatasetInput
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nnexp import checkpoints, config, grammar, lineage, process, resume, store, tracking
+from nnexp import checkpoints, config, errors, grammar, lineage, process, resume, store, tracking
 from nnexp.engine import DataError, Dataset, Network, sgd
-from nnexp.engine.history import EPOCH, EPOCH_SECONDS, SPLITS, Metrics, key
+from nnexp.engine.history import EPOCH, EPOCH_SECONDS, INITIAL, SPLITS, Metrics, key
 from nnexp.engine.training import TrainingState
-from nnexp.errors import ConfigError
+from nnexp.errors import ConfigError, UserError
 from nnexp.handoff import SweepHandoff
 from nnexp.study import StudyPlace
 from nnexp.vocabulary import Status, Tag
@@ -46,11 +47,25 @@ def main(cfg: DictConfig) -> tracking.RunResult:
 
     Returns the run's result: its ``objective`` (best validation accuracy) is what a sweeper
     optimises, and its history holds every epoch's metrics. A run that ends FAILED in a command of
-    its own (not a sweep) exits with status 1, so that scripts and schedulers see it.
+    its own (not a sweep) exits with status 1, so that scripts and schedulers see it. A job of a sweep
+    that cannot run (its data, its store, its config) says so in one line naming the job, and the
+    sweep goes on: its last line counts the jobs that failed, whatever launcher ran them.
     """
     process.prepare()  # in a sweep's workers too: they import this module for main, not run it
-    c = config.validate(cfg)
     job = HydraConfig.get()
+    if job.mode != RunMode.MULTIRUN:
+        return run_job(cfg, job)
+    try:
+        return run_job(cfg, job)
+    except (UserError, MlflowException) as error:
+        overrides = " ".join(grammar.without_resume(job.overrides.task))
+        print(f"job {job.job.num} ({overrides}): {errors.line(error)}", file=sys.stderr, flush=True)
+        return tracking.RunResult("", Status.FAILED, ())
+
+
+def run_job(cfg: DictConfig, job: DictConfig) -> tracking.RunResult:
+    """``main``'s work: the job's run, created, or taken up from its checkpoint, then trained."""
+    c = config.validate(cfg)
     sweep = SweepHandoff.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
     taken_up = resume.find(cfg, sweep, job.job.get("num", 0))
     if taken_up is not None and taken_up.skip:
@@ -136,6 +151,8 @@ def train(
         def on_epoch(metrics: Metrics) -> None:
             checkpointer.save(net, state)
             run.log_epoch(metrics)
+            if metrics[EPOCH] == INITIAL:  # the untrained network's learning speeds: no epoch to show
+                return
             show(metrics)
             if reporter is not None and reporter.should_prune(metrics):
                 raise Pruned
@@ -153,6 +170,7 @@ def train(
                 on_epoch=on_epoch,
                 state=state,
                 backend=settings.backend,
+                learning_speed=settings.learning_speed,
             )
         except Pruned:
             return True

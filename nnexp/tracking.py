@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnexp import lineage, runs
 from nnexp.engine import DivergenceError, Network, summarize
-from nnexp.engine.history import EPOCH, EPOCH_SECONDS, ETA, OBJECTIVE, Metrics
+from nnexp.engine.history import EPOCH, EPOCH_SECONDS, ETA, INITIAL, OBJECTIVE, Metrics, learning_speed
 from nnexp.grammar import RESUME
 from nnexp.plots import plot_learning_curves
 from nnexp.vocabulary import Status, Summary, Tag
@@ -129,7 +129,9 @@ class TrackedRun:
             client.delete_tag(run_id, Tag.FAILURE_REASON)
         client.set_tag(run_id, Tag.TRAIN_EPOCHS, str(epochs), synchronous=True)
         logged = {metric.step for metric in client.get_metric_history(run_id, ETA)}
-        seconds = sum(metrics[EPOCH_SECONDS] for metrics in history)
+        if history and history[0][EPOCH] == INITIAL:  # epoch 0 (learning speeds) has no eta
+            logged |= {metric.step for metric in client.get_metric_history(run_id, learning_speed(1))}
+        seconds = sum(metrics.get(EPOCH_SECONDS, 0.0) for metrics in history)
         tracked = cls(client, run.info.experiment_id, run_id, run.info.run_name, seconds)
         for metrics in history:
             if metrics[EPOCH] in logged:
@@ -149,7 +151,7 @@ class TrackedRun:
         """The summary of the whole run, at the step of its last epoch (a run trained further later
         logs its new summary at a later step)."""
         summary = {**summarize(self.history), Summary.WALL_SECONDS: time.perf_counter() - self.started}
-        self._log_metrics(summary, len(self.history))
+        self._log_metrics(summary, self.epochs)
 
     def log_outputs(self, net: Network, out_dir: Path, config_yaml: str, hydra_dir: Path | None) -> None:
         """The resolved config, Hydra's own record of the job, metrics.csv, the learning curves, the
@@ -166,8 +168,13 @@ class TrackedRun:
         if hydra_dir is not None and hydra_dir.is_dir():
             self.client.log_artifacts(self.run_id, str(hydra_dir), ".hydra")
         lineage.log_model(
-            self.client, self.experiment_id, self.run_id, net, out_dir / "network.npz", len(self.history)
+            self.client, self.experiment_id, self.run_id, net, out_dir / "network.npz", self.epochs
         )
+
+    @property
+    def epochs(self) -> int:
+        """The last epoch trained (0 before the first; epoch 0's learning speeds train nothing)."""
+        return int(self.history[-1][EPOCH]) if self.history else 0
 
     def end(self, status: str, reason: str | None = None) -> None:
         if reason is not None:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from nnexp.engine import components, load, sgd
+from nnexp.engine.data import Split
 from nnexp.engine.network import Network, one_hot
-from nnexp.engine.training import update
+from nnexp.engine.training import bias_gradients, learning_speeds, update
 
 SIZES = [6, 5, 4, 3]  # two hidden layers, so that BP2 runs more than once
 N_TRAIN = 50  # the n of the regularizers' lmbda/n
@@ -214,3 +215,32 @@ def test_a_loaded_network_trains_on_exactly_as_the_saved_one_would(tmp_path):
     assert strip[0] == strip[1]
     for ours, theirs in zip(net.weights, loaded.weights, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("activation", list(components.ACTIVATIONS))
+@pytest.mark.parametrize("cost", list(components.COSTS))
+def test_speeds_of_learning_match_finite_differences(cost, activation):
+    """Chapter 5's speed of learning of each hidden layer is the norm of dC/db^l of the unregularized
+    cost averaged over the first n images, exact to round-off in float64 (the regularizer, which spares
+    the biases, and the images after the first n change nothing)."""
+    net = Network(
+        [6, 5, 4, 4, 3],
+        activation=activation,
+        cost=cost,
+        regularizer="l2",
+        lmbda=3.0,
+        seed=3,
+        dtype="float64",
+    )
+    rng = np.random.default_rng(4)
+    split = Split(rng.integers(0, 256, (12, 6), dtype=np.uint8), rng.integers(0, 3, 12), 1 / 255, net.dtype)
+    first = slice(0, 9)
+    X, Y = split.inputs(first), one_hot(split.y[first], 3, "float64")
+    expected = [numerical_gradient(net, X, Y, None, b) for b in net.biases[:-1]]  # L2 spares biases
+    gradients = bias_gradients(net, split, n=9)
+    assert len(gradients) == 3  # the hidden layers only, as the chapter draws them
+    for got, want in zip(gradients, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-10)
+    speeds = learning_speeds(net, split, n=9)
+    np.testing.assert_allclose(speeds, [np.linalg.norm(g) for g in expected], rtol=1e-6)
+    assert speeds == learning_speeds(net, Split(split.pixels[:9], split.y[:9], 1 / 255, net.dtype), n=100)

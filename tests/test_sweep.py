@@ -57,10 +57,26 @@ def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_command):
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.md"}
 
 
-def test_a_crashing_job_still_ends_the_parent(tmp_path, store, nnexp_run):
-    """Hydra does not call on_multirun_end when a job raises: the exit hook must end the parent."""
-    result = nnexp_run("-m", "data=mnist", "seed=0,1", env={**os.environ, "NNEXP_DATA_DIR": str(tmp_path)})
-    assert result.returncode != 0
+@pytest.mark.parametrize(
+    "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
+)
+def test_a_job_that_cannot_run_is_one_line_naming_it_and_the_sweep_counts_it(
+    tmp_path, store, nnexp_run, launcher
+):
+    """Missing data in every job, in the launching process or in joblib's workers: one line per job,
+    naming it, no traceback; the sweep goes on, counts them, ends its parent FAILED and exits 1."""
+    missing = str(tmp_path / "no-mnist")
+    result = nnexp_run(
+        "-m", *launcher, "data=mnist", "seed=0,1", env={**os.environ, "NNEXP_DATA_DIR": missing}
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    failures = sorted(line for line in result.stderr.splitlines() if line.startswith("job "))
+    assert [line.split(":", 1)[0] for line in failures] == [
+        "job 0 (data=mnist seed=0)",
+        "job 1 (data=mnist seed=1)",
+    ]
+    assert all(f"NNEXP_DATA_DIR={missing}" in line for line in failures)
+    assert result.stdout.splitlines()[-1].startswith("sweep of 2 runs, 2 failed: ")
     client = MlflowClient(store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(run.data.tags.get("nnexp.sweep"), run.info.status) for run in runs] == [("true", "FAILED")]

@@ -16,6 +16,16 @@ alone, and the harness only ever calls it.
 from nnexp.engine.data import DataError, Dataset, Split, load
 from nnexp.engine.history import summarize
 from nnexp.engine.network import Network
-from nnexp.engine.training import DivergenceError, sgd
+from nnexp.engine.training import DivergenceError, learning_speeds, sgd
 
-__all__ = ["DataError", "Dataset", "DivergenceError", "Network", "Split", "load", "sgd", "summarize"]
+__all__ = [
+    "DataError",
+    "Dataset",
+    "DivergenceError",
+    "Network",
+    "Split",
+    "learning_speeds",
+    "load",
+    "sgd",
+    "summarize",
+]

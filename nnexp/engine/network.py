@@ -99,7 +99,12 @@ class Network:
     # --- Backpropagation --------------------------------------------------------------------------
 
     def backprop(
-        self, X: Array, Y: Array, masks: Sequence[Array] | None = None, scale: float = 1.0
+        self,
+        X: Array,
+        Y: Array,
+        masks: Sequence[Array] | None = None,
+        scale: float = 1.0,
+        biases_only: bool = False,
     ) -> tuple[list[Array], list[Array]]:
         """Mean gradient of the unregularized cost over the batch (X, Y), by the four equations, times
         ``scale`` (SGD passes eta and gets its step, saving a multiplication per parameter).
@@ -107,7 +112,9 @@ class Network:
         X is ``(n, sizes[0])``, Y the desired outputs ``(n, sizes[-1])``. Returns dC/dw^l and dC/db^l,
         shaped like ``weights`` and ``biases``. ``masks``, one ``(n, sizes[l])`` per hidden layer, are
         dropout's: each hidden activation is multiplied by its mask going forward, so its error is
-        multiplied by the same mask coming back.
+        multiplied by the same mask coming back. ``biases_only`` skips BP4 (dC/dw^l is then None): the
+        speeds of learning of chapter 5 need dC/db^l alone, and BP4's product with the inputs is the
+        largest of a pass.
         """
         # Forward, keeping the activations a^l that feed each next layer and, for BP2, sigma'(z^l) of
         # each hidden layer (times its mask). Each a^l is computed in z^l's place: sigma' needs only a.
@@ -131,7 +138,8 @@ class Network:
         delta *= scale / X.shape[0]
         for l in range(last, -1, -1):
             grad_b[l] = delta.sum(axis=0)  # BP3: (sizes[l],)
-            grad_w[l] = delta.T @ activations[l]  # BP4: (sizes[l], n) @ (n, sizes[l-1])
+            if not biases_only:
+                grad_w[l] = delta.T @ activations[l]  # BP4: (sizes[l], n) @ (n, sizes[l-1])
             if l > 0:
                 delta = delta @ self.weights[l]  # BP2: (n, sizes[l]) @ (sizes[l], sizes[l-1])
                 delta *= primes[l - 1]  # ... times sigma'(z^{l-1}): (n, sizes[l-1])

@@ -17,7 +17,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnexp.engine.data import Dataset, Split
-from nnexp.engine.history import EPOCH, EPOCH_SECONDS, ETA, SPLITS, Metrics, key
+from nnexp.engine.history import (
+    EPOCH,
+    EPOCH_SECONDS,
+    ETA,
+    INITIAL,
+    NEURONS_SHOWN,
+    SPLITS,
+    Metrics,
+    bias_gradient,
+    key,
+    learning_speed,
+)
 from nnexp.engine.network import Array, Network, one_hot
 
 SCHEDULES = ("constant", "halve")
@@ -27,6 +38,7 @@ BACKENDS = ("auto", "numpy", "numba")  # auto: numba when it can be imported, el
 # Rows gathered, and dropout masks drawn, at a time: one gather of a chunk replaces one per mini-batch,
 # and costs 3 MB of MNIST images rather than the 157 MB of a shuffled copy of the whole training set.
 CHUNK_ROWS = 1000
+SPEED_IMAGES = 1000  # chapter 5 measures the speed of learning over the first 1,000 training images
 
 # (net, train, rows, masks, batch_size, eta, momentum, velocities): SGD steps on a chunk of shuffled rows
 TrainChunk = Callable[
@@ -113,6 +125,7 @@ def sgd(
     monitor: Sequence[str] = SPLITS,
     state: TrainingState | None = None,
     backend: str = "auto",
+    learning_speed: bool = False,
 ) -> list[Metrics]:
     """Train ``net`` on ``data.train`` by mini-batch stochastic gradient descent; return the list of
     each epoch's metrics (the history).
@@ -130,6 +143,13 @@ def sgd(
     - ``backend``: ``numpy``, ``numba`` (the same steps compiled: 2.6 times as fast on the book's
       [784, 30, 10] at mini-batch 10), or ``auto``, numba when it can be imported. Both draw the same
       random numbers, so they agree to round-off and a checkpoint written by one resumes on the other.
+    - ``learning_speed``: each epoch also reports the speed of learning of every hidden layer
+      (``learning_speeds`` on the first 1,000 training images, after the epoch's step), and training
+      from scratch first reports epoch 0: the speeds and the bias gradients of the first six neurons of
+      each hidden layer (``initial_metrics``) of the network as it starts. Epoch 0 goes into the
+      history and to ``on_epoch`` like any epoch, so a checkpoint carries it and a resumed run never
+      reports it twice; it holds no cost, accuracy, seconds or eta, and summaries skip it
+      (``history.training_epochs``). Measured between epochs in numpy, whatever the backend.
 
     Raises ``DivergenceError`` when a cost becomes NaN or infinite.
     """
@@ -146,11 +166,18 @@ def sgd(
     # which draws no random number, so that the first epoch's seconds are training's alone.
     no_masks = net.dropout_masks(0) if net.regularizer.dropout else None
     train_chunk(net, data.train, np.arange(0), no_masks, batch_size, eta, momentum, state.velocities)
+    if learning_speed and state.epoch == 0 and not state.history and len(net.sizes) > 2:
+        initial = initial_metrics(net, data.train)
+        state.history.append(initial)
+        if on_epoch is not None:
+            on_epoch(initial)
     while not state.done(epochs):
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, by the costs
             train_epoch(net, data.train, batch_size, state.eta, momentum, state.velocities, train_chunk)
             metrics = {EPOCH: state.epoch + 1, **evaluate(net, data, monitor, n)}
+            if learning_speed:
+                metrics.update(speed_metrics(bias_gradients(net, data.train)))
         metrics[EPOCH_SECONDS] = time.perf_counter() - started
         metrics[ETA] = state.eta
         if not all(np.isfinite(metrics[k]) for k in costs(metrics)):
@@ -163,6 +190,45 @@ def sgd(
         if on_epoch is not None:
             on_epoch(metrics)
     return state.history
+
+
+def bias_gradients(net: Network, split: Split, n: int = SPEED_IMAGES) -> list[Array]:
+    """dC/db^l ``(sizes[l],)`` of each hidden layer l, for the unregularized cost averaged over the first
+    ``n`` images of ``split`` (all of them if it has fewer): BP3's mean of the error delta^l.
+
+    Chapter 5 takes the norm of this mean (``learning_speeds``), not the mean of each image's norm: the
+    per-image gradients point many ways and mostly cancel. The output layer's is left out, as the
+    chapter leaves it out; no dropout mask is applied, the network is measured as it evaluates.
+    """
+    rows = np.arange(min(n, len(split.y)))
+    X, Y = split.inputs(rows), one_hot(split.y[rows], net.sizes[-1], net.dtype)
+    _, grad_b = net.backprop(X, Y, biases_only=True)
+    return grad_b[:-1]
+
+
+def learning_speeds(net: Network, split: Split, n: int = SPEED_IMAGES) -> list[float]:
+    """Chapter 5's speed of learning of each hidden layer, the first hidden layer first: the Euclidean
+    norm ||dC/db^l|| of ``bias_gradients`` over the first ``n`` images of ``split``. In a deep sigmoid
+    net it falls by orders of magnitude from the last hidden layer to the first: each layer back
+    multiplies the error by w sigma'(z), and sigma' is at most 1/4."""
+    return [float(np.linalg.norm(g)) for g in bias_gradients(net, split, n)]
+
+
+def speed_metrics(gradients: Sequence[Array]) -> Metrics:
+    """The norms of the hidden layers' bias gradients, keyed ``learning_speed_1`` (the first) on."""
+    return {learning_speed(l): float(np.linalg.norm(g)) for l, g in enumerate(gradients, 1)}
+
+
+def initial_metrics(net: Network, train: Split) -> Metrics:
+    """Epoch 0 of ``sgd(learning_speed=True)``: the speeds of learning of the network before training,
+    and dC/db of the first ``NEURONS_SHOWN`` neurons of each hidden layer (the chapter's bar figure)."""
+    gradients = bias_gradients(net, train)
+    shown = {
+        bias_gradient(l, j): float(g[j - 1])
+        for l, g in enumerate(gradients, 1)
+        for j in range(1, min(NEURONS_SHOWN, len(g)) + 1)
+    }
+    return {EPOCH: INITIAL, **speed_metrics(gradients), **shown}
 
 
 def costs(metrics: Metrics) -> list[str]:
