@@ -45,11 +45,13 @@ reproduce: install
 	$(PY) -m nnexp.book
 
 # Both cores (pytest-xdist), and the 15 slowest tests named at the end of every run.
+TEST := $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+
 test: install
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(TEST)
 
 test-full: install
-	$(PY) -m pytest -q -n 2 --durations=15 -m ""
+	$(TEST) -m ""
 
 bench: install
 	cd benchmarks && ../$(PY) bench_engine.py

@@ -3,12 +3,14 @@
 no MLflow telemetry."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from commands import run_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,13 +62,26 @@ def composer():
         )
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, its schema made once for the session: MLflow takes 2-4 s to make
+    one, which every test's own store would otherwise pay."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    """A fresh sqlite MLflow store in ``tmp_path``, which is also the working directory.
+def store(tmp_path, monkeypatch, empty_store) -> str:
+    """A new sqlite MLflow store in ``tmp_path`` (a copy of ``empty_store``), which is also the working
+    directory.
 
     The URI is what the store rule gives for that directory, and it is exported as $MLFLOW_TRACKING_URI
     so that commands started in another directory log there too.
     """
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -94,42 +109,13 @@ def nnexp_run(tmp_path):
 
 
 @pytest.fixture
-def nnexp_command(tmp_path, monkeypatch, capfd):
-    """Run ``python -m nnexp.run *args`` inside this process, in ``tmp_path`` (or ``cwd``): the same
-    command line, Hydra, callbacks, MLflow store and exit status, without the seconds a new process
-    spends importing MLflow and Hydra. For the tests that are about a command's result; the ones about
-    processes (signals, kills, exit hooks, launchers' workers) start real ones with ``nnexp_run``.
-
-    Hydra's global state is put back after each command, joblib's workers are stopped after it, and the
-    process's cached dataset is dropped before it (a test may point NNEXP_DATA_DIR elsewhere)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.singleton import Singleton
-    from joblib.externals.loky import get_reusable_executor
-
-    from nnexp import process, run
+def nnexp_command(tmp_path, capfd):
+    """``python -m nnexp.run *args`` in this process (``commands.run_in_process``), in ``tmp_path`` or
+    ``cwd``, with ``env`` set for it: a ``subprocess.CompletedProcess`` of its status and output."""
 
     def command(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-        monkeypatch.chdir(cwd or tmp_path)
-        monkeypatch.setattr(sys, "argv", ["nnexp.run"])
-        process.dataset.cache_clear()
-        state = Singleton.get_state()
-        GlobalHydra.instance().clear()  # a test's own compose() context, put back after the command
         capfd.readouterr()
-        status = 0
-        with pytest.MonkeyPatch.context() as this_command:
-            for key, value in (env or {}).items():
-                this_command.setenv(key, value)
-            try:
-                run.command(list(args))
-            except SystemExit as stop:
-                if isinstance(stop.code, str):  # what the interpreter prints for sys.exit("...")
-                    print(stop.code, file=sys.stderr)
-                status = stop.code if isinstance(stop.code, int) else 1
-            finally:
-                Singleton.set_state(state)
-                # joblib's workers keep the directory and environment they started with: the next
-                # command, in another directory, must start its own, as a new process would
-                get_reusable_executor().shutdown(wait=True)
+        status = run_in_process(cwd or tmp_path, *args, env=env)
         out, err = capfd.readouterr()
         return subprocess.CompletedProcess(["nnexp.run", *args], status, out, err)
 

@@ -1,10 +1,10 @@
-"""RESULTS.md's machinery on a real (tiny) sweep; the full reproduction is marked slow."""
+"""RESULTS.md's machinery on a real (tiny) sweep; the full reproduction is marked slow. The sweeps run
+through the command line, in this process."""
 
-import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
+from commands import run_in_process
 
 from nnexp import book, store
 from nnexp.errors import NotFound, UserError
@@ -12,26 +12,19 @@ from nnexp.errors import NotFound, UserError
 ROW_3, ROW_4 = (row for row in book.ROWS if row.experiment == "ch1_learning_rate")
 
 
+def command_in(where: Path, *args: str) -> None:
+    """``python -m nnexp.run *args`` in ``where``, its store ./mlflow.db there, in this process (a
+    module's fixture cannot use ``nnexp_command``); fails unless it exits 0."""
+    status = run_in_process(where, *args, env={"MLFLOW_TRACKING_URI": None})
+    if status != 0:
+        pytest.fail(f"python -m nnexp.run {' '.join(args)} exited: {status}")
+
+
 @pytest.fixture(scope="module")
 def learning_rate_sweep(tmp_path_factory):
     """experiment=ch1_learning_rate on the digits, 2 epochs: its four runs, read back as RESULTS.md does."""
     where = tmp_path_factory.mktemp("sweep")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nnexp.run",
-            "-m",
-            "experiment=ch1_learning_rate",
-            "data=digits",
-            "train.epochs=2",
-        ],
-        cwd=where,
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    command_in(where, "-m", "experiment=ch1_learning_rate", "data=digits", "train.epochs=2")
     client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
     return book.load_sweep(client, "ch1_learning_rate", where / "figures"), where
 
@@ -78,23 +71,10 @@ def test_missing_store_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_search_is_set_beside_the_books_hand_tuning(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nnexp.run",
-            "-m",
-            "search=ch3_eta_lmbda",
-            "data=digits",
-            "train.epochs=3",
-            "hydra.sweeper.n_trials=3",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+def test_the_search_is_set_beside_the_books_hand_tuning(tmp_path, nnexp_command, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    done = nnexp_command(
+        "-m", "search=ch3_eta_lmbda", "data=digits", "train.epochs=3", "hydra.sweeper.n_trials=3"
     )
     assert done.returncode == 0, done.stderr
     client = store.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")

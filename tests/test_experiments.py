@@ -21,9 +21,9 @@ def test_every_job_of_every_experiment_composes_and_validates(composer, name):
     assert len(jobs) >= 1
 
 
-def test_every_experiment_trains_for_an_epoch(store, nnexp_run):
+def test_every_experiment_trains_for_an_epoch(store, nnexp_command):
     """As lightning-hydra-template runs ``experiment=glob(*)``: one job per experiment, on the digits."""
-    result = nnexp_run("-m", "experiment=glob(*)", "data=digits", "train.epochs=1", timeout=600)
+    result = nnexp_command("-m", "experiment=glob(*)", "data=digits", "train.epochs=1")
     assert result.returncode == 0, result.stderr
     client = MlflowClient(store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -1,47 +1,43 @@
 """The report on a small real sweep run by the harness, plus label and error cases on hand-made runs.
 
 The real sweep (two costs on the small digits data set, 3 epochs) is run once per module through the
-command line, exactly as a user would, so these tests also check that the harness logs what the report
-reads (the SPEC's tracking conventions).
+command line, exactly as a user would (in this process: it is the command's result that matters here, not
+its process), so these tests also check that the harness logs what the report reads (the SPEC's tracking
+conventions).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from commands import run_in_process
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from nnexp import report, runs, store
+from nnexp.engine.history import bias_gradient, learning_speed
 from nnexp.plots import plot_learning_curves, plot_metric
 
 FILES = {"accuracy.png", "cost.png", "summary.csv", "summary.md"}
 
 
-def _env() -> dict[str, str]:
-    """The caller's environment without MLFLOW_TRACKING_URI, so the store is ./mlflow.db of the cwd."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return env | {"MLFLOW_DISABLE_TELEMETRY": "true", "MPLBACKEND": "Agg"}
-
-
-def _python(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True, check=check, timeout=600
-    )
+def command_in(where: Path, *args: str) -> None:
+    """``python -m nnexp.run *args`` in ``where``, its store ./mlflow.db there, in this process (a
+    module's fixture cannot use ``nnexp_command``); fails unless it exits 0."""
+    status = run_in_process(where, *args, env={"MLFLOW_TRACKING_URI": None})
+    if status != 0:
+        pytest.fail(f"python -m nnexp.run {' '.join(args)} exited: {status}")
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """A directory holding mlflow.db with one real two-run sweep over the cost."""
     cwd = tmp_path_factory.mktemp("sweep")
-    _python(cwd, "-m", "nnexp.run", "-m", "cost=quadratic,crossentropy", "data=digits", "train.epochs=3")
+    command_in(cwd, "-m", "cost=quadratic,crossentropy", "data=digits", "train.epochs=3")
     return cwd
 
 
@@ -123,11 +119,12 @@ def test_child_run_is_not_a_sweep(in_sweep, capsys):
     assert "is not a sweep: it has no child runs" in capsys.readouterr().err
 
 
-def test_missing_store_is_an_error_and_creates_nothing(tmp_path):
-    result = _python(tmp_path, "-m", "nnexp.report", check=False)
-    assert result.returncode == 1
+def test_missing_store_is_an_error_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert report.main([]) == 1
     assert (
-        result.stderr
+        capsys.readouterr().err
         == f"python -m nnexp.report: error: no MLflow store at {tmp_path.resolve() / 'mlflow.db'} "
         "(run `python -m nnexp.run` here first, or set MLFLOW_TRACKING_URI)\n"
     )
@@ -168,10 +165,16 @@ def _log_run(
     return run_id
 
 
+@pytest.fixture(scope="module")
+def hand_store(tmp_path_factory) -> MlflowClient:
+    """One store for the module's hand-made runs: a new sqlite store takes seconds to set up."""
+    return MlflowClient(f"sqlite:///{tmp_path_factory.mktemp('hand') / 'mlflow.db'}")
+
+
 @pytest.fixture
-def client(tmp_path) -> tuple[MlflowClient, str]:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return client, client.create_experiment("hand")
+def client(hand_store, request) -> tuple[MlflowClient, str]:
+    """The store of hand-made runs, and an experiment of this test's own in it."""
+    return hand_store, hand_store.create_experiment(request.node.name)
 
 
 def test_labels_fall_back_to_differing_params_then_run_names(client):
@@ -218,3 +221,28 @@ def test_plots_skip_non_finite_values_and_reject_unknown_metrics(tmp_path):
     assert plot_metric({"a": history, "b": history}, "cost", tmp_path / "c.png", "t").exists()
     with pytest.raises(ValueError, match="unknown metric 'loss'"):
         plot_metric({"a": history}, "loss", tmp_path / "x.png", "t")
+
+
+def test_runs_with_speeds_of_learning_get_chapter_5s_figures(client, tmp_path):
+    """A run that logged learning_speed_* (from step 0) and epoch 0's bias gradients gets a panel of
+    speeds and the bar figure; a run without them is in the accuracy figures only."""
+    client, exp = client
+    ids = [_log_run(client, exp, f"model.hidden={h}", {}, [0.5, 0.6]) for h in ("[30,30]", "[30]")]
+    speeds = [
+        Metric(learning_speed(layer), 0.1 * layer / (1 + epoch), 0, epoch)
+        for layer in (1, 2)
+        for epoch in (0, 1, 2)
+    ]
+    shown = [
+        Metric(bias_gradient(layer, j), (-1) ** j * 0.01 * layer, 0, 0)
+        for layer in (1, 2)
+        for j in range(1, 7)
+    ]
+    client.log_batch(ids[0], metrics=speeds + shown)
+    paths = report.write_report(client, ids, tmp_path / "out", "depth")
+    assert {p.name for p in paths} == FILES | {"learning_speed.png", "bias_gradients.png"}
+    history = report.speed_history(client, client.get_run(ids[0]))
+    assert list(history.columns) == ["epoch", "learning_speed_1", "learning_speed_2"]
+    assert list(history["epoch"]) == [0, 1, 2] and history["learning_speed_2"].iloc[0] == pytest.approx(0.2)
+    assert report.speed_history(client, client.get_run(ids[1])).empty
+    assert list(pd.read_csv(tmp_path / "out" / "summary.csv")["epochs"]) == [2, 2]  # epoch 0 trained nothing

@@ -201,6 +201,7 @@ def test_a_diverging_run_ends_failed_and_exits_non_zero(store, nnexp_command):
 @pytest.mark.parametrize("damage", ["garbage", "directory", "foreign"])
 def test_a_corrupt_or_unreadable_store_is_named_in_one_line(tmp_path, store, nnexp_command, capfd, damage):
     path = tmp_path / "mlflow.db"
+    path.unlink()  # the fixture's store, replaced by the damage
     if damage == "garbage":
         path.write_bytes(b"this is no sqlite database, nor anything else" * 100)
     elif damage == "directory":

@@ -11,6 +11,7 @@ from nnexp.search import TrialBook
 from nnexp.vocabulary import Status, Tag
 
 CHILDREN = 1_001  # one more than a page of MLflow's search_runs
+pytestmark = pytest.mark.xdist_group(name="big_sweep")  # one worker makes the 1,001 runs, once
 
 
 @pytest.fixture(scope="module")
