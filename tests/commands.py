@@ -46,3 +46,11 @@ def run_in_process(where: Path, *args: str, env: Mapping[str, str | None] | None
             Singleton.set_state(state)
             get_reusable_executor().shutdown(wait=True)
     return 0
+
+
+def run_or_fail(where: Path, *args: str) -> None:
+    """``run_in_process`` for a module's fixture (which cannot use ``nnexp_command``), its store
+    ./mlflow.db in ``where``: fails the test unless the command exits 0."""
+    status = run_in_process(where, *args, env={"MLFLOW_TRACKING_URI": None})
+    if status != 0:
+        pytest.fail(f"python -m nnexp.run {' '.join(args)} exited: {status}")

@@ -1,10 +1,8 @@
 """RESULTS.md's machinery on a real (tiny) sweep; the full reproduction is marked slow. The sweeps run
 through the command line, in this process."""
 
-from pathlib import Path
-
 import pytest
-from commands import run_in_process
+from commands import run_or_fail
 
 from nnexp import book, store
 from nnexp.errors import NotFound, UserError
@@ -12,19 +10,11 @@ from nnexp.errors import NotFound, UserError
 ROW_3, ROW_4 = (row for row in book.ROWS if row.experiment == "ch1_learning_rate")
 
 
-def command_in(where: Path, *args: str) -> None:
-    """``python -m nnexp.run *args`` in ``where``, its store ./mlflow.db there, in this process (a
-    module's fixture cannot use ``nnexp_command``); fails unless it exits 0."""
-    status = run_in_process(where, *args, env={"MLFLOW_TRACKING_URI": None})
-    if status != 0:
-        pytest.fail(f"python -m nnexp.run {' '.join(args)} exited: {status}")
-
-
 @pytest.fixture(scope="module")
 def learning_rate_sweep(tmp_path_factory):
     """experiment=ch1_learning_rate on the digits, 2 epochs: its four runs, read back as RESULTS.md does."""
     where = tmp_path_factory.mktemp("sweep")
-    command_in(where, "-m", "experiment=ch1_learning_rate", "data=digits", "train.epochs=2")
+    run_or_fail(where, "-m", "experiment=ch1_learning_rate", "data=digits", "train.epochs=2")
     client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
     return book.load_sweep(client, "ch1_learning_rate", where / "figures"), where
 

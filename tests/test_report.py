@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from commands import run_in_process
+from commands import run_or_fail
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -25,19 +25,11 @@ from nnexp.plots import plot_learning_curves, plot_metric
 FILES = {"accuracy.png", "cost.png", "summary.csv", "summary.md"}
 
 
-def command_in(where: Path, *args: str) -> None:
-    """``python -m nnexp.run *args`` in ``where``, its store ./mlflow.db there, in this process (a
-    module's fixture cannot use ``nnexp_command``); fails unless it exits 0."""
-    status = run_in_process(where, *args, env={"MLFLOW_TRACKING_URI": None})
-    if status != 0:
-        pytest.fail(f"python -m nnexp.run {' '.join(args)} exited: {status}")
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """A directory holding mlflow.db with one real two-run sweep over the cost."""
     cwd = tmp_path_factory.mktemp("sweep")
-    command_in(cwd, "-m", "cost=quadratic,crossentropy", "data=digits", "train.epochs=3")
+    run_or_fail(cwd, "-m", "cost=quadratic,crossentropy", "data=digits", "train.epochs=3")
     return cwd
 
 
