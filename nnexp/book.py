@@ -413,7 +413,7 @@ def render(sweeps: Mapping[str, ExperimentRuns], study: StudyRuns, figures: Path
     lines = [
         "# The book's MNIST results, reproduced",
         "",
-        "Written by `make reproduce` (`python -m nnexp.results`) from the runs in the MLflow store: every",
+        "Written by `make reproduce` (`python -m nnexp.book`) from the runs in the MLflow store: every",
         "nnexp figure below is measured. The book's figures are from `../shared/book-results.md`: the",
         f"**peak** accuracy over a run's epochs. A row is reproduced when nnexp's peak is within {TOLERANCE}",
         "percentage points (pp) of the book's; for chapter 1 both are the best of three seeds.",
