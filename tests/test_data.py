@@ -109,11 +109,14 @@ def rolled(images: np.ndarray, shift: int, axis: int) -> np.ndarray:
 @pytest.mark.mnist
 def test_expand_full_training_set(mnist):
     expanded = data.load(expand=True)
-    assert expanded.train.X.shape == (250000, 784) and expanded.train.X.dtype == np.float32
-    assert expanded.validation.X.shape == (10000, 784) and expanded.test.X.shape == (10000, 784)
+    assert (
+        expanded.train.pixels.shape == (250000, 784)
+        and expanded.train.inputs(slice(0, 1)).dtype == np.float32
+    )
+    assert expanded.validation.pixels.shape == (10000, 784) and expanded.test.pixels.shape == (10000, 784)
     np.testing.assert_array_equal(expanded.train.y, np.repeat(mnist.train.y, 5))
-    shifts = expanded.train.X[-5000:].reshape(1000, 5, 28, 28)
-    original = mnist.train.X[-1000:].reshape(1000, 28, 28)
+    shifts = expanded.train.pixels[-5000:].reshape(1000, 5, 28, 28)  # the bytes: X would be 784 MB
+    original = mnist.train.pixels[-1000:].reshape(1000, 28, 28)
     np.testing.assert_array_equal(shifts[:, 0], original)
     for k, (shift, axis) in enumerate([(1, 1), (-1, 1), (1, 2), (-1, 2)], start=1):
         np.testing.assert_array_equal(shifts[:, k], rolled(original, shift, axis))

@@ -23,6 +23,7 @@ from nnexp.engine.history import bias_gradient, learning_speed
 from nnexp.plots import plot_learning_curves, plot_metric
 
 FILES = {"accuracy.png", "cost.png", "summary.csv", "summary.md"}
+pytestmark = pytest.mark.xdist_group(name="report")  # the module's sweeps run once, on one worker
 
 
 @pytest.fixture(scope="module")
