@@ -10,6 +10,17 @@ side by side with:
 - the book's per-example network.py (reference_network.py);
 - the same epoch in JAX, jit-compiled as one ``lax.scan``, when jax can be imported (bench_jax.py).
 
+Then chapter 6's conv nets (sigmoid, the log-likelihood, mini-batch 10, float32): seconds per training
+epoch of 50,000 images, for one conv-pool layer (20 filters 5x5, 2x2 pooling; FC 100; softmax 10) and
+for two (+ 40 filters), side by side with the epoch's own matrix-product floor (every product of the
+engine's steps, same shapes and layouts, timed alone) and with PyTorch eager when torch can be
+imported (bench_torch.py). Each is timed on short epochs of the first CONV_IMAGES images, taken in
+turns (floor, engine, torch, floor, ...) CONV_ROUNDS times so that all see the same load, and the
+best of each is scaled to 50,000 images. These are the process's CPU seconds (all on one thread): on
+a machine shared with other work the wall clock also counts the waits for a core, which made it vary
+threefold from run to run here; the CPU time is what an idle core takes (cache and memory bandwidth
+still shared).
+
 Then what the compiled backend costs a fresh process (importing the engine, compiling or loading the
 compiled code), and the peak memory of a default 30-epoch run.
 
@@ -25,19 +36,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numba
 import numpy as np
 from reference_network import ReferenceNetwork, as_column_pairs
 from threadpoolctl import threadpool_limits
 
-from nnexp.engine import Network, data, sgd
+from nnexp.engine import ConvPool, FullyConnected, Network, Softmax, data, sgd
+from nnexp.engine.training import TrainingState
 
 REPEATS = 5
 ETA = 3.0
 CASES = (([784, 30, 10], 10), ([784, 100, 10], 100))  # (sizes, mini-batch size)
 BACKENDS = ("numpy", "numba")
 HAS_JAX = importlib.util.find_spec("jax") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+CONV_IMAGES = 1_000  # an epoch of chapter 6's nets is timed on this many images, then scaled to 50,000
+CONV_ROUNDS = 25
+CONV_ETA = 0.1  # the book's rows 2 and 3
+CONV_CASES = {
+    "conv1": [ConvPool(20, kernel=5, pool=2)],
+    "conv2": [ConvPool(20, kernel=5, pool=2), ConvPool(40, kernel=5, pool=2)],
+}
+# wall-clock seconds per 50,000-image epoch measured on this machine before the engine had conv layers
+# (issue 17): a plain numpy version (sliding_window_view, one product per layer, pooling by reshape)
+# and PyTorch 2.13 eager
+CONV_MEASURED = {"conv1": (29.0, 18.8), "conv2": (52.5, 30.5)}
 
 
 def best_of(run) -> float:
@@ -116,6 +141,98 @@ def speed(mnist, sizes, batch_size, dtype):
         print(f"  {name:<32}{seconds:>9.3f}{seconds / floor:>8.2f}x{versus_jax:>9}{shown}")
 
 
+def conv_network(convs) -> Network:
+    """Chapter 6's network of rows 2 (one conv-pool layer) and 3 (two), sigmoid, as the book trains it."""
+    layers = [*convs, FullyConnected(100), Softmax(10)]
+    return Network(layers=layers, input_shape=(1, 28, 28), cost="loglikelihood", seed=0)
+
+
+def conv_products(net: Network, batch_size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(x, y, out) for every matrix product of one of the engine's mini-batch steps on ``net``, in its
+    shapes and memory layouts: each layer's forward product, its weight gradient, and (above the
+    first layer) the error it passes down. A conv layer's products run over its unfolded columns, one
+    per convolved position that pooling covers and example; a dense layer above a conv layer gets its
+    rows as the transpose of the conv layer's (units, n) output."""
+    rng = np.random.default_rng(0)
+
+    def array(*shape):
+        return rng.random(shape, dtype=np.float32)
+
+    products = []
+    for l, layer in enumerate(net.layers):
+        if isinstance(layer, ConvPool):
+            _, pooled_height, pooled_width = layer.out_shape
+            positions = pooled_height * pooled_width * layer.pool**2 * batch_size
+            w, columns, dz = (
+                array(layer.filters, layer.fan_in),
+                array(layer.fan_in, positions),
+                array(layer.filters, positions),
+            )
+            pairs = [(w, columns), (dz, columns.T)] + ([(w.T, dz)] if l else [])
+        else:
+            below_conv = l > 0 and isinstance(net.layers[l - 1], ConvPool)
+            a = array(layer.n_in, batch_size).T if below_conv else array(batch_size, layer.n_in)
+            w, delta = array(layer.units, layer.n_in), array(batch_size, layer.units)
+            pairs = [(a, w.T), (delta.T, a)] + ([(delta, w)] if l else [])
+        products += [(x, y, np.empty((x.shape[0], y.shape[1]), np.float32)) for x, y in pairs]
+    return products
+
+
+def conv_floor(net: Network, images: int, batch_size: int) -> Callable[[], float]:
+    """A function timing the matrix products of an epoch of ``images`` alone, into preallocated outputs."""
+    products = conv_products(net, batch_size)
+
+    def epoch() -> float:
+        started = time.process_time()
+        for _ in range(images // batch_size):
+            for x, y, out in products:
+                np.matmul(x, y, out=out)
+        return time.process_time() - started
+
+    return epoch
+
+
+def conv_engine(net: Network, train: data.Dataset, batch_size: int) -> Callable[[], float]:
+    """A function training ``net`` one more epoch (``sgd``, numpy for conv layers) and timing it."""
+    state = TrainingState()
+
+    def epoch() -> float:
+        started = time.process_time()
+        sgd(net, train, state.epoch + 1, batch_size, CONV_ETA, monitor=(), state=state)
+        return time.process_time() - started
+
+    return epoch
+
+
+def conv_speed(name: str, convs) -> None:
+    """One table: seconds per 50,000-image training epoch of the engine, the floor and PyTorch eager."""
+    train = data.load("mnist", train_size=CONV_IMAGES)
+    contenders = {
+        "matrix products alone (floor)": conv_floor(conv_network(convs), CONV_IMAGES, 10),
+        "engine (numpy)": conv_engine(conv_network(convs), train, 10),
+    }
+    if HAS_TORCH:
+        import bench_torch  # imports torch: only when it is there
+
+        contenders["pytorch eager"] = bench_torch.trainer(conv_network(convs), train.train, 10, CONV_ETA)
+    seconds = {what: [] for what in contenders}
+    for _ in range(CONV_ROUNDS):
+        for what, epoch in contenders.items():
+            seconds[what].append(epoch() * 50_000 / CONV_IMAGES)
+    best = {what: min(times) for what, times in seconds.items()}
+    floor = best["matrix products alone (floor)"]
+    numpy_before, torch_before = CONV_MEASURED[name]
+    print(
+        f"\n{name}: {' + '.join(f'conv-pool {c.filters}' for c in convs)}, FC 100, softmax 10; sigmoid, "
+        f"mini-batch 10, float32; CPU s per 50,000-image training epoch (best of {CONV_ROUNDS}, "
+        f"{CONV_IMAGES:,} images each)"
+    )
+    print(f"  {'':<32}{'s/epoch':>9}{'x floor':>9}")
+    for what, fastest in best.items():
+        print(f"  {what:<32}{fastest:>9.2f}{fastest / floor:>8.2f}x")
+    print(f"  before, wall clock: plain numpy {numpy_before} s, pytorch 2.13 eager {torch_before} s")
+
+
 def child(code: str, **env) -> tuple[str, float]:
     """Run ``code`` in a fresh interpreter: (its output, its wall-clock seconds)."""
     started = time.perf_counter()
@@ -161,26 +278,41 @@ def peak_memory_of_30_epochs(dtype, backend):
     return float(out) / 1024, seconds
 
 
-def main():
+def main(sections):
     os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     threadpool_limits(1)
-    jax = "jax not installed" if not HAS_JAX else f"jax {importlib.import_module('jax').__version__}"
-    print(f"numpy {np.__version__}, numba {numba.__version__}, {jax}; figures are the best of {REPEATS}")
-    print("an epoch: a fresh shuffle, training on 50,000 images, validation accuracy on 10,000")
-    for dtype in ("float32", "float64"):
-        mnist = data.load(dtype=dtype)
-        for sizes, batch_size in CASES:
-            speed(mnist, sizes, batch_size, dtype)
-        del mnist
-    start_up()
-    print()
-    for dtype, backend in (("float32", "auto"), ("float32", "numpy"), ("float64", "auto")):
-        peak, seconds = peak_memory_of_30_epochs(dtype, backend)
-        print(
-            f"30 epochs of [784, 30, 10], mini-batch 10, {dtype}, backend={backend}: "
-            f"peak memory {peak:.0f} MB, {seconds:.1f} s"
+    versions = [f"numpy {np.__version__}", f"numba {numba.__version__}"]
+    for name, present in (("jax", HAS_JAX), ("torch", HAS_TORCH)):
+        versions.append(
+            f"{name} {importlib.import_module(name).__version__}" if present else f"{name} not installed"
         )
+    print(f"{', '.join(versions)}; figures are the best of {REPEATS}")
+    if "dense" in sections:
+        print("an epoch: a fresh shuffle, training on 50,000 images, validation accuracy on 10,000")
+        for dtype in ("float32", "float64"):
+            mnist = data.load(dtype=dtype)
+            for sizes, batch_size in CASES:
+                speed(mnist, sizes, batch_size, dtype)
+            del mnist
+    if "conv" in sections:
+        for name, convs in CONV_CASES.items():
+            conv_speed(name, convs)
+    if "start-up" in sections:
+        start_up()
+    if "memory" in sections:
+        print()
+        for dtype, backend in (("float32", "auto"), ("float32", "numpy"), ("float64", "auto")):
+            peak, seconds = peak_memory_of_30_epochs(dtype, backend)
+            print(
+                f"30 epochs of [784, 30, 10], mini-batch 10, {dtype}, backend={backend}: "
+                f"peak memory {peak:.0f} MB, {seconds:.1f} s"
+            )
 
+
+SECTIONS = ("dense", "conv", "start-up", "memory")
 
 if __name__ == "__main__":
-    main()
+    chosen = sys.argv[1:] or SECTIONS  # e.g. `python bench_engine.py conv`
+    if unknown := set(chosen) - set(SECTIONS):
+        sys.exit(f"unknown section {sorted(unknown)[0]!r} (accepted: {', '.join(SECTIONS)})")
+    main(chosen)

@@ -1,8 +1,14 @@
-"""The swappable parts of a network: activations, costs, initializers and regularizers.
+"""The swappable parts of a network: activations, costs, initializers and regularizers, and the two
+conventions of dropout and of the mini-batch order.
 
 Each part is a small object with a ``name``. The registries at the bottom map every name to exactly
 one class, so that a config group option (``cost=quadratic``) selects exactly one of them: a new part
 is one class here, listed in its registry, plus one YAML file in ``conf/``.
+
+Where the book's chapter-6 program, network3.py, does a thing its own way (its initializer, its L2
+scaling, its dropout, its fixed mini-batch order), that way is a part here too, named ``network3``
+(or ``l2_network3``, ``fixed``), so that its experiments can be run as it ran them; nnexp's own
+conventions stay the defaults.
 
 Everything works on batches whose rows are examples: ``z`` and ``a`` have shape ``(n, units)``.
 """
@@ -172,39 +178,62 @@ class LogLikelihoodCost:
 
 
 # --- Initializers ---------------------------------------------------------------------------------
-# Biases are N(0, 1) with both initializers, as in the book; the initializer chooses the weights.
+# Biases are N(0, 1) with every initializer, as in the book; the initializer chooses the weights, given
+# a layer's weight shape, its fan-in n_in (the inputs of one neuron: a dense layer's inputs, a conv
+# filter's channels x kernel x kernel) and its fan-out n_out. ``zero_output``: the output layer starts
+# at zero, weights and biases.
 
 
 class Initializer(Protocol):
     name: str
+    zero_output: bool
 
     @staticmethod
-    def weights(rng: np.random.Generator, n_out: int, n_in: int) -> Array: ...
+    def weights(rng: np.random.Generator, shape: tuple[int, ...], n_in: int, n_out: float) -> Array: ...
 
 
 class LargeInit:
     """Weights and biases N(0, 1): the book's chapter 1 (large_weight_initializer)."""
 
     name = "large"
+    zero_output = False
 
     @staticmethod
-    def weights(rng: np.random.Generator, n_out: int, n_in: int) -> Array:
-        return rng.standard_normal((n_out, n_in))
+    def weights(rng: np.random.Generator, shape: tuple[int, ...], n_in: int, n_out: float) -> Array:
+        return rng.standard_normal(shape)
 
 
 class ScaledInit:
     """Weights N(0, 1/n_in), biases N(0, 1): chapter 3's default, which keeps z from saturating."""
 
     name = "scaled"
+    zero_output = False
 
     @staticmethod
-    def weights(rng: np.random.Generator, n_out: int, n_in: int) -> Array:
-        return rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+    def weights(rng: np.random.Generator, shape: tuple[int, ...], n_in: int, n_out: float) -> Array:
+        return rng.standard_normal(shape) / np.sqrt(n_in)
+
+
+class Network3Init:
+    """network3.py's: weights N(0, 1/n_out), biases N(0, 1), and the softmax output layer all zero.
+
+    n_out is a dense layer's units, and a conv-pool layer's filters x kernel^2 / pool^2 (what each
+    input unit feeds after pooling); a note in network3 says n_in was meant for the dense layers, but
+    its results were got with n_out. A zero output layer is no symmetry to break: its error a - y
+    differs from neuron to neuron at once."""
+
+    name = "network3"
+    zero_output = True
+
+    @staticmethod
+    def weights(rng: np.random.Generator, shape: tuple[int, ...], n_in: int, n_out: float) -> Array:
+        return rng.standard_normal(shape) * np.sqrt(1.0 / n_out)
 
 
 # --- Regularizers ---------------------------------------------------------------------------------
 # A regularizer adds a penalty to the cost and its derivative to the weight gradient (biases are never
-# regularized), scaled by lmbda / n with n the size of the whole training set, as the book does.
+# regularized), scaled by lmbda / n with n the size of the whole training set, as the book does
+# (network3 divides by the number of mini-batches instead: ``divisor``).
 # Dropout drops hidden units with probability p while training; it carries an L2 lmbda so that the
 # two combine, as in Hinton et al. (2012).
 
@@ -218,6 +247,10 @@ class Regularizer:
 
     def __init__(self, lmbda: float = 0.0):
         self.lmbda = lmbda
+
+    def divisor(self, n_train: int, batch_size: int) -> int:
+        """The n of lmbda / n, for a training set of ``n_train`` examples: the set's size, as the book."""
+        return n_train
 
     def penalty(self, weights: list[Array], n: int) -> float:
         """The term added to the cost, for a training set of n examples."""
@@ -250,6 +283,17 @@ class L2(Regularizer):
         w *= 1.0 - eta * self.lmbda / n
 
 
+class L2Network3(L2):
+    """network3.py's L2: 0.5 lmbda sum w^2 / (the number of mini-batches), so that each step decays the
+    weights by eta lmbda / (n / m). Its lmbda is therefore the book's L2 lmbda divided by the mini-batch
+    size m: network3's lmbda = 0.1 at m = 10 is ``l2`` with lmbda = 1."""
+
+    name = "l2_network3"
+
+    def divisor(self, n_train: int, batch_size: int) -> int:
+        return n_train // batch_size  # network3's num_training_batches, a Python 2 integer division
+
+
 class L1(Regularizer):
     """C = C0 + lmbda/n sum |w|, so dC/dw = dC0/dw + (lmbda/n) sgn(w): shrinks weights by a constant."""
 
@@ -273,14 +317,97 @@ class Dropout(L2):
         self.dropout = p
 
 
+# --- Dropout --------------------------------------------------------------------------------------
+# Where dropout's rescaling goes. A layer with dropout p keeps each of its inputs with probability
+# 1 - p while training (a mask of 0s and kept values); for the next layer to see inputs of the same
+# expected size in training and in evaluation, either the kept inputs are scaled up in training or all
+# inputs are scaled down in evaluation.
+
+
+class DropoutScaling(Protocol):
+    name: str
+
+    @staticmethod
+    def masks(uniform: Array, p: float) -> Array: ...
+
+    @staticmethod
+    def evaluation(p: float) -> float: ...
+
+
+class InvertedDropout:
+    """Kept inputs are scaled by 1/(1-p) while training, so that evaluation uses the network unchanged:
+    nnexp's default, what is meant by dropout today."""
+
+    name = "inverted"
+
+    @staticmethod
+    def masks(uniform: Array, p: float) -> Array:
+        """0 where ``uniform`` (draws in [0, 1)) falls below p, else 1/(1-p), in its dtype."""
+        keep = 1.0 - p
+        return (uniform < keep) / uniform.dtype.type(keep)
+
+    @staticmethod
+    def evaluation(p: float) -> float:
+        return 1.0
+
+
+class Network3Dropout:
+    """network3.py's: kept inputs are left as they are while training, and at evaluation every input of
+    the layer is scaled by 1 - p (its ``(1-p_dropout)*T.dot(self.inpt, self.w) + self.b``)."""
+
+    name = "network3"
+
+    @staticmethod
+    def masks(uniform: Array, p: float) -> Array:
+        return (uniform < 1.0 - p).astype(uniform.dtype)
+
+    @staticmethod
+    def evaluation(p: float) -> float:
+        return 1.0 - p
+
+
+# --- Mini-batch orders ----------------------------------------------------------------------------
+# The order in which an epoch visits the training examples; its mini-batches are cut in that order.
+
+
+class MiniBatchOrder(Protocol):
+    name: str
+
+    @staticmethod
+    def order(rng: np.random.Generator, n: int) -> Array: ...
+
+
+class Shuffled:
+    """A fresh random permutation every epoch (drawn from the network's generator): nnexp's default."""
+
+    name = "shuffled"
+
+    @staticmethod
+    def order(rng: np.random.Generator, n: int) -> Array:
+        return rng.permutation(n)
+
+
+class Fixed:
+    """The examples in their stored order every epoch, as network3.py takes its mini-batches (its
+    expanded training set is shuffled once, when built). Draws no random number."""
+
+    name = "fixed"
+
+    @staticmethod
+    def order(rng: np.random.Generator, n: int) -> Array:
+        return np.arange(n)
+
+
 # --- Registries -----------------------------------------------------------------------------------
 
 DTYPES = ("float32", "float64")  # float32 is the default: as accurate here, faster, half the memory
 
 ACTIVATIONS: dict[str, type[Activation]] = {c.name: c for c in (Sigmoid, Tanh, ReLU)}
 COSTS: dict[str, type[Cost]] = {c.name: c for c in (QuadraticCost, CrossEntropyCost, LogLikelihoodCost)}
-INITIALIZERS: dict[str, type[Initializer]] = {c.name: c for c in (LargeInit, ScaledInit)}
-REGULARIZERS: dict[str, type[Regularizer]] = {c.name: c for c in (Regularizer, L2, L1, Dropout)}
+INITIALIZERS: dict[str, type[Initializer]] = {c.name: c for c in (LargeInit, ScaledInit, Network3Init)}
+REGULARIZERS: dict[str, type[Regularizer]] = {c.name: c for c in (Regularizer, L2, L1, Dropout, L2Network3)}
+DROPOUT_SCALINGS: dict[str, type[DropoutScaling]] = {c.name: c for c in (InvertedDropout, Network3Dropout)}
+ORDERS: dict[str, type[MiniBatchOrder]] = {c.name: c for c in (Shuffled, Fixed)}
 
 T = TypeVar("T")
 

@@ -43,14 +43,16 @@ from llvmlite import binding
 from numba import types
 from numba.extending import get_cython_function_address, overload
 
+from nnexp.engine import components
 from nnexp.engine.data import Split
+from nnexp.engine.layers import FullyConnected
 from nnexp.engine.network import Array, Network
 
 Parameters = tuple[Array, ...]  # one array per layer (numba compiles a version per depth)
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")  # the activations, costs and regularizers compiled here
 COSTS = ("quadratic", "crossentropy", "loglikelihood")
-REGULARIZERS = ("none", "l2", "l1", "dropout")
+REGULARIZERS = ("none", "l2", "l1", "dropout", "l2_network3")
 SIGMOID, TANH, RELU = range(len(ACTIVATIONS))
 QUADRATIC, CROSSENTROPY, LOGLIKELIHOOD = range(len(COSTS))
 
@@ -60,9 +62,18 @@ ZERO, ONE = np.float32(0.0), np.float32(1.0)
 
 
 def unsupported(net: Network) -> str | None:
-    """Why this backend cannot train ``net``, or None: each of its components must be compiled here,
-    and its parameters C-contiguous arrays of its dtype (the compiled code updates them in place). A
-    component new to the engine trains on the numpy backend until it is written out here too."""
+    """Why this backend cannot train ``net``, or None: its layers must be fully connected ones, with
+    one hidden activation and dropout (if any) on the output of every hidden layer, as a network given
+    by sizes has them; each of its components must be compiled here, and its parameters C-contiguous
+    arrays of its dtype (the compiled code updates them in place). A layer or component new to the
+    engine trains on the numpy backend until it is written out here too."""
+    for layer in net.layers:
+        if not isinstance(layer, FullyConnected):
+            return f"the numba backend has no {layer.kind} layer (it has: FullyConnected, Softmax)"
+    if any(layer.activation is not net.activation for layer in net.layers[:-1]):
+        return "the numba backend takes one activation for every hidden layer"
+    if net.layers[0].dropout or len({layer.dropout > 0 for layer in net.layers[1:]}) > 1:
+        return "the numba backend drops the output of every hidden layer or of none"
     for kind, name, compiled in (
         ("activation", net.activation.name, ACTIVATIONS),
         ("cost", net.cost.name, COSTS),
@@ -77,10 +88,11 @@ def unsupported(net: Network) -> str | None:
 
 
 def regularization(net: Network, eta: float, n: int) -> tuple[float, float]:
-    """The regularizer's part of a step, w <- decay w - shrink sgn(w), as (decay, shrink)."""
+    """The regularizer's part of a step, w <- decay w - shrink sgn(w), as (decay, shrink); n is the n
+    of its lmbda/n (``regularizer.divisor``)."""
     rate = eta * net.regularizer.lmbda / n
-    name = net.regularizer.name
-    return (1.0 - rate if name in ("l2", "dropout") else 1.0), (rate if name == "l1" else 0.0)
+    decays, shrinks = isinstance(net.regularizer, components.L2), isinstance(net.regularizer, components.L1)
+    return (1.0 - rate if decays else 1.0), (rate if shrinks else 0.0)
 
 
 def train_chunk(
@@ -95,7 +107,7 @@ def train_chunk(
 ) -> None:
     """``training.train_chunk``, compiled: SGD steps on the mini-batches cut in order from ``rows``."""
     depth = len(net.weights)
-    decay, shrink = regularization(net, eta, len(train.y))
+    decay, shrink = regularization(net, eta, net.regularizer.divisor(len(train.y), batch_size))
     _train_chunk(
         train.pixels,
         train.y,

@@ -3,7 +3,8 @@
 The engine reports each epoch's metrics to an ``on_epoch`` callback and knows nothing of where they
 go; the harness uses the callback to log them.
 
-An epoch shuffles the training set, then trains on it a chunk of rows at a time (``train_epoch``).
+An epoch shuffles the training set (or keeps it in order, as network3 does), then trains on it a
+chunk of rows at a time (``train_epoch``).
 Training on a chunk is the backend's part: ``train_chunk`` here in numpy, the book's algorithm as a
 reader follows it, or ``fast.train_chunk``, the same steps compiled with numba (``BACKENDS``).
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnexp.engine import components
 from nnexp.engine.data import Dataset, Split
 from nnexp.engine.history import (
     EPOCH,
@@ -126,6 +128,7 @@ def sgd(
     state: TrainingState | None = None,
     backend: str = "auto",
     learning_speed: bool = False,
+    order: str = "shuffled",
 ) -> list[Metrics]:
     """Train ``net`` on ``data.train`` by mini-batch stochastic gradient descent; return the list of
     each epoch's metrics (the history).
@@ -141,8 +144,9 @@ def sgd(
     - ``state``: a ``TrainingState`` to continue from (``epochs`` is then the total to reach) and to
       keep up to date after every epoch, before ``on_epoch`` is called: what a checkpoint saves.
     - ``backend``: ``numpy``, ``numba`` (the same steps compiled: 2.6 times as fast on the book's
-      [784, 30, 10] at mini-batch 10), or ``auto``, numba when it can be imported. Both draw the same
-      random numbers, so they agree to round-off and a checkpoint written by one resumes on the other.
+      [784, 30, 10] at mini-batch 10), or ``auto``, numba when it can be imported and has every layer
+      and component of ``net`` (else numpy: conv layers train in numpy). Both draw the same random
+      numbers, so they agree to round-off and a checkpoint written by one resumes on the other.
     - ``learning_speed``: each epoch also reports the speed of learning of every hidden layer
       (``learning_speeds`` on the first 1,000 training images, after the epoch's step), and training
       from scratch first reports epoch 0: the speeds and the bias gradients of the first six neurons of
@@ -150,21 +154,24 @@ def sgd(
       history and to ``on_epoch`` like any epoch, so a checkpoint carries it and a resumed run never
       reports it twice; it holds no cost, accuracy, seconds or eta, and summaries skip it
       (``history.training_epochs``). Measured between epochs in numpy, whatever the backend.
+    - ``order``: the order of the examples in each epoch (``components.ORDERS``): ``shuffled`` afresh
+      every epoch, or ``fixed``, the stored order, as network3.
 
     Raises ``DivergenceError`` when a cost becomes NaN or infinite.
     """
     state = TrainingState() if state is None else state
     state.eta = eta if state.eta is None else state.eta
     state.rule = StoppingRule.of(schedule, early_stopping) if state.rule is None else state.rule
+    visiting = components.get(components.ORDERS, "mini-batch order", order)
     if state.rule.patience and "validation" not in monitor:
         raise ValueError("early stopping and the halving schedule watch validation accuracy: monitor it")
     if momentum and state.velocities is None:
         state.velocities = [np.zeros_like(p) for p in net.weights + net.biases]
     train_chunk = backend_for(net, backend)
-    n = len(data.train.y)
+    n = net.regularizer.divisor(len(data.train.y), batch_size)  # the n of the penalty's lmbda/n
     # A compiled backend is compiled (or loaded from its cache) on its first call: make it on no rows,
     # which draws no random number, so that the first epoch's seconds are training's alone.
-    no_masks = net.dropout_masks(0) if net.regularizer.dropout else None
+    no_masks = net.dropout_masks(0)
     train_chunk(net, data.train, np.arange(0), no_masks, batch_size, eta, momentum, state.velocities)
     if learning_speed and state.epoch == 0 and not state.history and len(net.sizes) > 2:
         initial = initial_metrics(net, data.train)
@@ -174,7 +181,9 @@ def sgd(
     while not state.done(epochs):
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, by the costs
-            train_epoch(net, data.train, batch_size, state.eta, momentum, state.velocities, train_chunk)
+            train_epoch(
+                net, data.train, batch_size, state.eta, momentum, state.velocities, train_chunk, visiting
+            )
             metrics = {EPOCH: state.epoch + 1, **evaluate(net, data, monitor, n)}
             if learning_speed:
                 metrics.update(speed_metrics(bias_gradients(net, data.train)))
@@ -264,20 +273,22 @@ def train_epoch(
     momentum: float,
     velocities: list[Array] | None,
     train_chunk: TrainChunk,
+    visiting: type[components.MiniBatchOrder] = components.Shuffled,
 ) -> None:
-    """One pass over the training set in a fresh random order, by mini-batches cut in that order.
+    """One pass over the training set in ``visiting``'s order (a fresh random one, by default), by
+    mini-batches cut in that order.
 
     Its random numbers all come from ``net.rng``, whatever the backend: first the permutation, then,
-    for dropout, one uniform draw per example and hidden unit (``Network.dropout_masks``), row i for
+    for dropout, one uniform draw per example and dropped unit (``Network.dropout_masks``), row i for
     the i-th example of the permutation, drawn a chunk at a time. The generator's state between two
     epochs is therefore all that a checkpoint needs to go on with the very same numbers.
     """
     n = len(train.y)
-    order = net.rng.permutation(n)
+    order = visiting.order(net.rng, n)
     chunk = batch_size * max(1, CHUNK_ROWS // batch_size)  # whole mini-batches
     for start in range(0, n, chunk):
         rows = order[start : start + chunk]
-        masks = net.dropout_masks(len(rows)) if net.regularizer.dropout else None
+        masks = net.dropout_masks(len(rows))
         train_chunk(net, train, rows, masks, batch_size, eta, momentum, velocities)
 
 
@@ -295,14 +306,16 @@ def train_chunk(
     training examples), each a slice of one gather of all the chunk's rows. ``masks`` are the dropout
     masks of the rows, if any."""
     X_rows, Y_rows = train.inputs(rows), one_hot(train.y[rows], net.sizes[-1], net.dtype)
+    n = net.regularizer.divisor(len(train.y), batch_size)
     for k in range(0, len(rows), batch_size):
         batch = slice(k, k + batch_size)
         batch_masks = None if masks is None else [mask[batch] for mask in masks]
-        update(net, X_rows[batch], Y_rows[batch], eta, len(train.y), momentum, velocities, batch_masks)
+        update(net, X_rows[batch], Y_rows[batch], eta, n, momentum, velocities, batch_masks)
 
 
 def evaluate(net: Network, data: Dataset, monitor: Sequence[str], n_train: int) -> Metrics:
-    """Cost and accuracy on each monitored split, keyed as ``history.key`` names them."""
+    """Cost and accuracy on each monitored split, keyed as ``history.key`` names them (``n_train``: the
+    n of the penalty's lmbda/n, ``regularizer.divisor``)."""
     metrics = {}
     for split in monitor:
         part = getattr(data, split)
@@ -323,7 +336,8 @@ def update(
 ) -> None:
     """One step of gradient descent on the mini-batch (X, Y), written as the book writes the
     regularized rule: the regularizer's decay of the weights, then the step down the gradient of the
-    unregularized cost (with momentum, if any). n is the size of the training set; ``masks`` are the
+    unregularized cost (with momentum, if any). n is the n of the penalty's lmbda/n (the size of the
+    training set, or network3's number of mini-batches: ``regularizer.divisor``); ``masks`` are the
     dropout masks of the batch's rows (``Network.dropout_masks``), for a network with dropout."""
     steps_w, steps_b = net.backprop(X, Y, masks, scale=eta)  # eta times the gradient
     for w in net.weights:
