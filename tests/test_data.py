@@ -114,8 +114,13 @@ def test_expand_full_training_set(mnist):
         and expanded.train.inputs(slice(0, 1)).dtype == np.float32
     )
     assert expanded.validation.pixels.shape == (10000, 784) and expanded.test.pixels.shape == (10000, 784)
-    np.testing.assert_array_equal(expanded.train.y, np.repeat(mnist.train.y, 5))
-    shifts = expanded.train.pixels[-5000:].reshape(1000, 5, 28, 28)  # the bytes: X would be 784 MB
+    order = data.expanded_order(250000)  # shuffled once, as the book's expand_mnist.py does
+    assert not np.array_equal(expanded.train.y, np.repeat(mnist.train.y, 5))
+    unshuffled = np.empty_like(expanded.train.pixels[:5000])  # the bytes: X would be 784 MB
+    last = np.flatnonzero(order >= 245000)  # where the last 1,000 images and their shifts went
+    unshuffled[order[last] - 245000] = expanded.train.pixels[last]
+    np.testing.assert_array_equal(expanded.train.y[last], np.repeat(mnist.train.y, 5)[order[last]])
+    shifts = unshuffled.reshape(1000, 5, 28, 28)
     original = mnist.train.pixels[-1000:].reshape(1000, 28, 28)
     np.testing.assert_array_equal(shifts[:, 0], original)
     for k, (shift, axis) in enumerate([(1, 1), (-1, 1), (1, 2), (-1, 2)], start=1):
@@ -126,7 +131,8 @@ def test_expand_full_training_set(mnist):
 def test_train_size_applies_before_expand(mnist):
     expanded = data.load(train_size=100, expand=True)
     assert expanded.train.X.shape == (500, 784)
-    np.testing.assert_array_equal(expanded.train.X[::5], mnist.train.X[:100])
+    originals = np.argsort(data.expanded_order(500))[::5]  # where each image itself went
+    np.testing.assert_array_equal(expanded.train.X[originals], mnist.train.X[:100])
 
 
 def test_expand_shifts_zero_fill_not_wrap():

@@ -105,8 +105,9 @@ def load(
     """Load ``name`` with the book's splits.
 
     ``train_size`` keeps the first n training images (the book's 1,000-image overfitting runs); it is applied
-    before ``expand``, which adds each training image's four one-pixel shifts (5x the training set, the
-    book's expand_mnist.py; validation and test are left alone; also works on the 8x8 digits).
+    before ``expand``, which adds each training image's four one-pixel shifts and shuffles the result once
+    (5x the training set, the book's expand_mnist.py; validation and test are left alone; also works on
+    the 8x8 digits).
     ``dtype`` is "float32" or "float64".
     """
     if name not in DATASETS:
@@ -118,7 +119,8 @@ def load(
 
     train_X, train_y = images[:n_train], labels[:n_train]
     if expand:
-        train_X, train_y = expand_shifts(train_X, side), np.repeat(train_y, 5)
+        order = expanded_order(5 * n_train)
+        train_X, train_y = expand_shifts(train_X, side)[order], np.repeat(train_y, 5)[order]
 
     def split(pixels, y):
         return Split(pixels=pixels.astype(np.uint8), y=y.astype(np.int64), scale=1 / scale, dtype=dtype)
@@ -143,12 +145,21 @@ def _check_train_size(train_size: object, available: int) -> int:
     return n
 
 
+EXPANDED_SEED = 0  # the expanded set's one shuffle: the same for every run, so it is part of the data
+
+
+def expanded_order(n: int) -> np.ndarray:
+    """The order the expanded training set is shuffled into, once (``n`` images): the book's
+    expand_mnist.py shuffles it, and network3 then takes its mini-batches in that fixed order, where
+    an image beside its own four shifts would fill half a mini-batch with one digit."""
+    return np.random.default_rng(EXPANDED_SEED).permutation(n)
+
+
 def expand_shifts(X: np.ndarray, side: int) -> np.ndarray:
     """Return each flattened ``side`` x ``side`` image followed by its four one-pixel shifts.
 
     Order per image, as in the book's expand_mnist.py: original, down, up, right, left; the row or column
-    that a shift uncovers is zero-filled (not wrapped around). The book then shuffles the expanded set; we
-    keep this deterministic order because SGD reshuffles every epoch anyway.
+    that a shift uncovers is zero-filled (not wrapped around). ``load`` then shuffles the set once.
     """
     images = X.reshape(-1, side, side)
     out = np.zeros((len(images), 5, side, side), dtype=X.dtype)
