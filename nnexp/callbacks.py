@@ -28,13 +28,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from nnexp import grammar, lineage, process, report, runs, store
+from nnexp import grammar, lineage, process, report, runs, store, tether
 from nnexp.adapters import joblib_launcher
-from nnexp.config import build_network, describe, sweep_jobs, validate
+from nnexp.config import ACCEPTED, build_network, describe, sweep_jobs, validate
 from nnexp.engine import DataError, sgd
-from nnexp.errors import UserError, line
+from nnexp.errors import ConfigError, UserError, line
 from nnexp.handoff import SweepHandoff
-from nnexp.outcome import study_outcome, sweep_outcome
+from nnexp.outcome import ended, next_command, study_outcome, sweep_outcome
 from nnexp.study import is_search, study_of
 from nnexp.vocabulary import Status, Tag
 
@@ -42,12 +42,14 @@ JOBS = "jobs.json"  # a sweep's parent run's artifact: every job's overrides, in
 
 
 class ValidateCallback(Callback):
-    """Rejects bad input in the launching process, before anything is created: the config of a run; of
-    a sweep, every job's (and a search's space and settings); and the store."""
+    """Rejects bad input in the launching process, before anything is created: the config of a run (and
+    what only a sweep may set); of a sweep, every job's (and a search's space and settings); and the
+    store."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
+            refuse_sweep_settings(config)
             check_store(config)
         except UserError as error:
             sys.exit(line(error))
@@ -72,22 +74,40 @@ class ValidateCallback(Callback):
             sys.exit(describe(error))
 
 
+def refuse_sweep_settings(config: DictConfig) -> None:
+    """``ConfigError`` for what only a sweep sets, given to a run of its own: a search (without ``-m``
+    its preset would be one run at its fixed values), and a search's ``trial``."""
+    if is_search(config):
+        given = [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
+        command = grammar.join(["-m", *(arg for arg in given if not arg.startswith("hydra.mode="))])
+        raise ConfigError(f"a search runs as a sweep, with -m: python -m nnexp.run {command}")
+    if config.trial is not None:
+        raise ConfigError(f"invalid trial={config.trial}: accepted {ACCEPTED['trial'].words}")
+
+
 def check_store(config: DictConfig) -> None:
     """``StoreError`` if the MLflow store cannot be used (see ``store.check``)."""
     store.check(store.store_uri(), config.tracking.experiment)
 
 
 class StartWorkers(Callback):
-    """Start the joblib launcher's workers as a sweep starts, in the background: each imports, loads
+    """Tie a sweep's job processes to this process, and start the joblib launcher's workers early.
+
+    The jobs of a launcher that runs them on this machine (joblib's workers, submitit_local's
+    processes) die with this process, however it dies (``nnexp.tether``); SLURM's jobs outlive it.
+
+    The joblib launcher's workers start as the sweep starts, in the background: each imports, loads
     the data, loads the compiled training loop and opens the store while this process validates the
     jobs and creates the sweep's run. Otherwise a worker does all that only once its first job
-    arrives, seconds the sweep waits for (more than a short run takes to train).
-
-    The warm-up goes through ``joblib.Parallel`` with the launcher's own settings, so that the
-    launcher then finds the same workers (joblib reuses its executor when the settings are the same).
+    arrives, seconds the sweep waits for (more than a short run takes to train). The warm-up goes
+    through ``joblib.Parallel`` with the launcher's own settings, so that the launcher then finds the
+    same workers (joblib reuses its executor when the settings are the same).
     """
 
+    SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tether.tie_jobs(config.hydra.launcher.get("_target_") != self.SLURM)
         if not joblib_launcher.is_joblib(config.hydra.launcher):
             return
         settings = joblib_launcher.parallel_settings(config.hydra.launcher)
@@ -120,8 +140,9 @@ class SweepCallback(Callback):
     ``SweepHandoff`` in the sweep directory for the jobs. A parent that cannot be created stops the
     sweep rather than letting the jobs run untracked, and a report that fails still lets the parent
     end. Hydra skips ``on_multirun_end`` when a job raises, so an exit hook ends a parent that is still
-    open: FAILED, or KILLED after Ctrl-C. The sweep's last line says how many of its runs failed; if any
-    did, the command exits with status 1.
+    open: FAILED, or KILLED after Ctrl-C. The sweep's last lines give its id, how many of its runs
+    failed (if any did, the command exits with status 1) and the command a user wants next: its
+    report, or after Ctrl-C its resume.
     """
 
     def __init__(self) -> None:
@@ -204,20 +225,23 @@ class SweepCallback(Callback):
                     for path in report.write_report(self.client, run_ids, tmp, parent.info.run_name):
                         self.client.log_artifact(parent.info.run_id, str(path))
         finally:
-            self._end(Status.FINISHED if outcome.ok else Status.FAILED)
-        print(f"{outcome.line}: {store.runs_url(parent.info.experiment_id)}", flush=True)
+            self._end(Status.FINISHED if outcome.ok else Status.FAILED, f", {outcome.line}")
         if not outcome.ok:
             sys.exit(1)
 
     def _end_if_open(self) -> None:
         """The exit hook: the sweep stopped before ``on_multirun_end`` (a job raised, or Ctrl-C)."""
         if self.sweep is not None:
-            interrupted = getattr(sys, "last_type", None) is KeyboardInterrupt  # the uncaught exception
-            self._end(Status.KILLED if interrupted else Status.FAILED)
+            self._end(Status.KILLED if process.interrupted() else Status.FAILED)
 
-    def _end(self, status: str) -> None:
-        self.client.set_terminated(self.sweep.parent_run_id, status)
+    def _end(self, status: str, detail: str = "") -> None:
+        """End the parent run, and say so: its id, how it ended, where to see it, what to do next."""
+        parent_id, experiment_id = self.sweep.parent_run_id, self.sweep.experiment_id
+        self.client.set_terminated(parent_id, status)
         self.sweep = None
+        out = sys.stdout if status == Status.FINISHED else sys.stderr
+        print(f"{ended('sweep', parent_id, status, detail)}: {store.runs_url(experiment_id)}", file=out)
+        print(next_command(parent_id, status, sweep=True), file=out, flush=True)
 
 
 def jobs_of(config: DictConfig) -> list[list[str]]:

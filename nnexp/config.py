@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import functools
 import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import (
@@ -311,17 +312,43 @@ def describe(error: HydraException) -> str:
 def _described(error: OmegaConfBaseException) -> str:
     """OmegaConf's refusal of a key (unknown) or of a value (of a wrong type, or left ``???``) in one
     line, in the words of the key's ``Accepts`` where the schema has it: ``train.eta='abc'`` is told
-    what ``train.eta=0`` is told."""
+    what ``train.eta=0`` is told. Any other key (a group of keys, a search's setting) is told what its
+    type accepts."""
     if isinstance(error, (ConfigAttributeError, ConfigKeyError)):
         return _unknown(error.full_key, _schema_beside(error))
     accepts = ACCEPTED.get(re.sub(r"\[\d+\]", "", error.full_key))  # model.hidden[0]: model.hidden's
-    if accepts is None or not isinstance(error, (ValidationError, MissingMandatoryValue)):
+    words = accepts.words if accepts is not None else _type_words(error)
+    if words is None or not isinstance(error, (ValidationError, MissingMandatoryValue)):
         return f"invalid {error.full_key}: {error.msg.splitlines()[0]}"
     if isinstance(error, MissingMandatoryValue):
         shown = MISSING
     else:
         shown = repr(error.value) if isinstance(error.value, str) else _show(error.value)
-    return f"invalid {error.full_key}={shown}: accepted {accepts.words}"
+    return f"invalid {error.full_key}={shown}: accepted {words}"
+
+
+# What a value of a scalar type is called in a refusal.
+TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _type_words(error: OmegaConfBaseException) -> str | None:
+    """What a key without an ``Accepts`` takes, told from its type in its dataclass: "one key at a
+    time: train.eta, train.epochs, ..." for a group (``train=3``), "an integer" for the search's
+    ``hydra.sweeper.n_trials``; None for a type without words."""
+    schema, name = error.object_type, getattr(error, "key", None)
+    if not dataclasses.is_dataclass(schema) or name not in get_type_hints(schema):
+        return None
+    hint = get_type_hints(schema)[name]
+    optional = type(None) in get_args(hint)
+    if optional:
+        (hint,) = [arg for arg in get_args(hint) if arg is not type(None)]
+    if dataclasses.is_dataclass(hint):
+        words = "one key at a time: " + ", ".join(f"{error.full_key}.{f.name}" for f in fields(hint))
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        words = "one of " + ", ".join(hint.__members__)
+    else:
+        words = TYPE_WORDS.get(hint)
+    return f"null or {words}" if optional and words else words
 
 
 def _schema_beside(error: OmegaConfBaseException) -> type:

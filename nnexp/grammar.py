@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from nnexp.errors import ConfigError
 
 RESUME = "resume"  # the config key of ``resume=<run id>``: how a command was started, not what it runs
+SIGNIFICANT = 4  # the digits of a number a label shows: train.eta=0.443, not a search's 0.44303752452182665
 
 
 def without_resume(overrides: Sequence[str]) -> list[str]:
@@ -75,6 +76,12 @@ class Overrides:
         ]
 
     @property
+    def shown(self) -> list[str]:
+        """The overrides as a run's label shows them: one line per key, as given, but a number with more
+        than ``SIGNIFICANT`` significant digits (what a search picks) rounded to them."""
+        return [_shown(override) for override in self.by_key.values()]
+
+    @property
     def swept(self) -> dict[str, Override]:
         return {key: o for key, o in self.by_key.items() if o.is_sweep_override()}
 
@@ -95,3 +102,11 @@ class Overrides:
                     "range and glob; an interval needs a search (search=...)"
                 )
         return [list(job) for job in itertools.product(*values.values())]
+
+
+def _shown(override: Override) -> str:
+    value = override.value()
+    rounded = f"{value:.{SIGNIFICANT}g}" if isinstance(value, float) else None
+    if rounded is None or float(rounded) == value:
+        return override.input_line
+    return f"{override.get_key_element()}={rounded}"

@@ -1,6 +1,7 @@
 """Learning-curve figures in the style of the book: one panel per data split, one line per run; and
 chapter 5's speeds of learning (a log-scale panel, one line per hidden layer) and its bar figure of the
-hidden layers' bias gradients at initialization.
+hidden layers' bias gradients at initialization; chapter 6's grid of the test digits an ensemble gets
+wrong.
 
 Figures are built with the object API (``matplotlib.figure.Figure``), never pyplot's global state, so
 they can be drawn from threads and joblib workers (the sweep callback) without interfering.
@@ -178,6 +179,30 @@ def plot_bias_gradients(gradients: Mapping[str, Sequence[Sequence[float]]], path
             loc="lower center", bbox_to_anchor=(0.5, 0.99), ncols=len(layers), frameon=False, fontsize="small"
         )
     fig.suptitle(title, fontsize="large")
+    return _write(fig, path)
+
+
+def plot_misclassified(
+    pixels: np.ndarray, labels: np.ndarray, votes: np.ndarray, path, title: str, columns: int = 11
+) -> Path:
+    """The images ``pixels`` (k, side*side) in a grid, each captioned "label -> vote", as the book shows
+    the test digits its ensemble gets wrong (dark ink on white, as on paper). The grid is one mosaic
+    image with a caption under each digit: a panel per digit would take matplotlib seconds."""
+    k = len(pixels)
+    side = int(round(np.sqrt(pixels.shape[1]))) if k else 1
+    rows, cell = max(1, -(-k // columns)), side + 2 * (side // 7 + 1)  # a digit and its margin
+    mosaic = np.zeros((rows * cell, columns * cell), dtype=float)  # (rows*cell, columns*cell), 0 is white
+    for i, image in enumerate(pixels):
+        top, left = (i // columns) * cell, (i % columns) * cell
+        mosaic[top : top + side, left : left + side] = image.reshape(side, side)
+    fig = Figure(figsize=(columns * 0.9, rows * 1.0 + 0.5), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(mosaic, cmap="gray_r", interpolation="nearest")
+    for i, (label, vote) in enumerate(zip(labels, votes, strict=True)):
+        x, y = (i % columns) * cell + side / 2, (i // columns) * cell + side
+        ax.text(x, y, f"{label} -> {vote}", ha="center", va="top", fontsize="small")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize="medium")
     return _write(fig, path)
 
 

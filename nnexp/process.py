@@ -14,11 +14,15 @@ from __future__ import annotations
 import atexit
 import functools
 import gc
+import logging
 import os
+import signal
+import threading
 import warnings
 
 from threadpoolctl import threadpool_limits
 
+from nnexp import tether
 from nnexp.engine import Dataset, load
 
 # The MLflow client otherwise retries an unanswering server for minutes (7 retries, backoff factor 2,
@@ -30,22 +34,36 @@ MLFLOW_ENVIRONMENT = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+# The level of the libraries' own log lines: Hydra's (a sweep's "Launching 2 jobs locally", each job's
+# overrides), its jobs' (run.log) and MLflow's ("Creating initial MLflow database tables..."). WARNING
+# keeps a command's output to nnexp's own lines; `python -m nnexp.run --verbose` sets INFO. Hydra reads
+# it in conf/config.yaml; MLflow's own MLFLOW_LOGGING_LEVEL follows it unless set. A sweep's jobs
+# inherit it with the environment.
+LOG_LEVEL = "NNEXP_LOG_LEVEL"
+INTERRUPTED = 130  # the exit status after Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
 
 
 @functools.cache
 def prepare() -> None:
     """Set up this process for nnexp, once (later calls do nothing): MLflow's environment (a value the
-    user set is kept), Hydra's warning about the submitit launcher configs, and a quick exit.
+    user set is kept), the libraries' log level, Hydra's warning about the submitit launcher configs,
+    a note of Ctrl-C (``interrupted``) and a quick exit.
 
     ``conf/hydra/launcher/submitit_*.yaml`` set nnexp's defaults on the submitit plugin's launchers of
     the same names: Hydra 1.3 merges them onto the plugin's schema, and warns that it will stop doing
     so; hydra-core is pinned to 1.3.8, where it does.
     """
+    tether.follow()  # a sweep's job: dies with the process that launched the sweep
     for name, value in MLFLOW_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", os.environ.setdefault(LOG_LEVEL, "WARNING"))
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())  # set as it was imported
     warnings.filterwarnings(
         "ignore", message=r"\s*'hydra/launcher/submitit_(local|slurm)' is validated", category=UserWarning
     )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _note_interrupt)  # (a SIGINT the shell made ignored stays so)
     atexit.register(gc.freeze)
 
 
@@ -55,6 +73,21 @@ def prepare() -> None:
 # the process exits skips it. Objects are still released as their last references go and the other exit
 # handlers (logging's, MLflow's) still run; only garbage held in reference cycles is left to the
 # operating system, and Python never promises to finalize objects still alive at exit anyway.
+
+
+_interrupts: list[int] = []  # the SIGINTs this process received (``interrupted``)
+
+
+def _note_interrupt(signum: int, frame: object) -> None:
+    """Python's own Ctrl-C (a ``KeyboardInterrupt``), noted first."""
+    _interrupts.append(signum)
+    signal.default_int_handler(signum, frame)
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C reached this process: a sweep's exit hook then ends its parent run KILLED, not
+    FAILED. (Once caught, a ``KeyboardInterrupt`` leaves no trace but this.)"""
+    return bool(_interrupts)
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,12 +5,15 @@
     python -m nnexp.run -m cost=quadratic,crossentropy        # a sweep: a parent run, one child per job
     python -m nnexp.run -m hydra/launcher=joblib hydra.launcher.n_jobs=2 seed=0,1,2,3   # jobs side by side
 
-The store is ./mlflow.db (or $MLFLOW_TRACKING_URI); each run ends by printing the UI page of its runs.
+The store is ./mlflow.db (or $MLFLOW_TRACKING_URI). A run, a sweep or a search ends with its id, the UI
+page of its runs and the command a user wants next (its report; after Ctrl-C, its resume).
+`--verbose` also shows the libraries' own log lines (Hydra's launches, MLflow's INFO lines).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nnexp import checkpoints, config, errors, grammar, lineage, process, resume, store, tracking
+from nnexp import checkpoints, config, errors, grammar, lineage, outcome, process, resume, store, tracking
 from nnexp.engine import DataError, Dataset, Network, sgd
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, INITIAL, SPLITS, Metrics, key
 from nnexp.engine.training import TrainingState
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from nnexp.search import TrialReporter
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # absolute: found however this module is started
+VERBOSE = "--verbose"  # the libraries' own log lines too (nnexp.process.LOG_LEVEL)
 
 config.register()
 
@@ -47,29 +51,33 @@ def main(cfg: DictConfig) -> tracking.RunResult:
 
     Returns the run's result: its ``objective`` (best validation accuracy) is what a sweeper
     optimises, and its history holds every epoch's metrics. A run that ends FAILED in a command of
-    its own (not a sweep) exits with status 1, so that scripts and schedulers see it. A job of a sweep
-    that cannot run (its data, its store, its config) says so in one line naming the job, and the
-    sweep goes on: its last line counts the jobs that failed, whatever launcher ran them.
+    its own (not a sweep) exits with status 1, so that scripts and schedulers see it; one that cannot
+    run (its data, its store) says so in one line. A job of a sweep that cannot run says so in one line
+    naming the job, and the sweep goes on: its last lines count the jobs that failed, whatever
+    launcher ran them.
     """
     process.prepare()  # in a sweep's workers too: they import this module for main, not run it
     job = HydraConfig.get()
-    if job.mode != RunMode.MULTIRUN:
-        return run_job(cfg, job)
     try:
         return run_job(cfg, job)
     except (UserError, MlflowException) as error:
+        if job.mode != RunMode.MULTIRUN:  # exited here: Hydra would add a line of its own before it
+            sys.exit(errors.say(error))
         overrides = " ".join(grammar.without_resume(job.overrides.task))
         print(f"job {job.job.num} ({overrides}): {errors.line(error)}", file=sys.stderr, flush=True)
         return tracking.RunResult("", Status.FAILED, ())
 
 
 def run_job(cfg: DictConfig, job: DictConfig) -> tracking.RunResult:
-    """``main``'s work: the job's run, created, or taken up from its checkpoint, then trained."""
+    """``main``'s work: the job's run, created, or taken up from its checkpoint (saying where from), then
+    trained, and its last lines (``say_ended``)."""
     c = config.validate(cfg)
-    sweep = SweepHandoff.load(Path(job.sweep.dir)) if job.mode == RunMode.MULTIRUN else None
+    alone = job.mode != RunMode.MULTIRUN
+    sweep = None if alone else SweepHandoff.load(Path(job.sweep.dir))
+    label = run_name(grammar.without_resume(job.overrides.task), c.seed)  # a resume's: its new target
     taken_up = resume.find(cfg, sweep, job.job.get("num", 0))
     if taken_up is not None and taken_up.skip:
-        print(f"{taken_up.run.info.run_name}: FINISHED before, left alone")
+        print(f"{label}: run {taken_up.run.info.run_id} FINISHED before, left alone")
         return tracking.RunResult.of(taken_up.client, taken_up.run)
     reporter = trial_reporter(c, job, sweep)
     try:
@@ -82,23 +90,43 @@ def run_job(cfg: DictConfig, job: DictConfig) -> tracking.RunResult:
         net, state = config.build_network(c, dataset.n_inputs, dataset.n_classes), TrainingState()
     if taken_up is not None:
         run = tracking.TrackedRun.reopen(taken_up.client, taken_up.run, state.history, c.train.epochs)
+        print(f"{label}: run {run.run_id} resumed from its checkpoint at epoch {state.epoch}", flush=True)
     else:
-        run = start_run(cfg, c, job, sweep, lineage.dataset_input(c.data, dataset))
+        run = start_run(cfg, c, job, sweep, lineage.dataset_input(c.data, dataset), label)
     threads = process.limit_blas_threads(blas_threads(job))
-    output_dir = Path(job.runtime.output_dir)
+    live = sys.stdout.isatty() and threads is None
+    hydra_dir = Path(job.runtime.output_dir) / job.output_subdir if job.output_subdir else None
     pruned = False  # stays so when training diverges: ending() swallows that, the run ends FAILED
-    with tracking.ending(run):
-        pruned = train(
-            c.train, run, net, state, dataset, reporter, live=sys.stdout.isatty() and threads is None
-        )
-        run.log_summary()
-        run.log_outputs(net, output_dir, OmegaConf.to_yaml(cfg, resolve=True), output_dir / job.output_subdir)
-    if run.failure is not None:
-        print(f"{run.name}: FAILED, {run.failure}", file=sys.stderr)
-    print(f"{run.name}: {store.runs_url(run.experiment_id)}")
-    if run.status != Status.FINISHED and job.mode == RunMode.RUN:
+    try:
+        with tracking.ending(run):
+            pruned = train(c.train, run, label, net, state, dataset, reporter, live)
+            run.log_summary()
+            run.log_outputs(net, OmegaConf.to_yaml(cfg, resolve=True), hydra_dir)
+    except KeyboardInterrupt:
+        if alone:  # a sweep's job leaves it to the sweep's last lines
+            say_ended(run, label, c.train.epochs, pruned, alone)
+        raise
+    say_ended(run, label, c.train.epochs, pruned, alone)
+    if run.status != Status.FINISHED and alone:
         sys.exit(1)
     return run.result(pruned)
+
+
+def say_ended(run: tracking.TrackedRun, label: str, epochs: int, pruned: bool, alone: bool) -> None:
+    """How the run ended, with its id, on stdout if it FINISHED, else on stderr. A run of its own adds
+    the UI page of its runs and, as its last line, the command a user wants next (its report, or its
+    resume after Ctrl-C); a sweep's job, its label, as its progress lines have it."""
+    detail = {
+        Status.FINISHED: outcome.trained(run.result().summary, pruned),
+        Status.KILLED: f" after epoch {run.epochs} of {epochs}",
+    }.get(run.status, f", {run.failure}")
+    said = outcome.ended("run", run.run_id, run.status, detail)
+    out = sys.stdout if run.status == Status.FINISHED else sys.stderr
+    if alone:
+        print(f"{said}: {store.runs_url(run.experiment_id)}", file=out)
+        print(outcome.next_command(run.run_id, run.status, sweep=False), file=out, flush=True)
+    else:
+        print(f"{label}: {said}", file=out, flush=True)
 
 
 class Pruned(Exception):
@@ -131,6 +159,7 @@ def blas_threads(job: DictConfig) -> int | None:
 def train(
     settings: config.TrainConfig,
     run: tracking.TrackedRun,
+    label: str,
     net: Network,
     state: TrainingState,
     dataset: Dataset,
@@ -138,13 +167,13 @@ def train(
     live: bool,
 ) -> bool:
     """Train to ``train.epochs`` from ``state``, checkpointing and logging every epoch (and reporting
-    it to the search's trial, if any); whether the search pruned the run.
+    it to the search's trial, if any), each shown under ``label``; whether the search pruned the run.
 
     Each epoch is checkpointed before its metrics are logged: after a crash the store never holds
     an epoch that the checkpoint lacks, so a resume logs every epoch exactly once.
     """
     checkpointer = checkpoints.Checkpointer(run.client, run.run_id)
-    with contextlib.closing(checkpointer), progress(run.name, settings.epochs, state.epoch, live) as show:
+    with contextlib.closing(checkpointer), progress(label, settings.epochs, state.epoch, live) as show:
         if not state.history:
             checkpointer.save(net, state)  # epoch 0: a run killed in its first epoch starts over in place
 
@@ -178,10 +207,16 @@ def train(
 
 
 def start_run(
-    cfg: DictConfig, c: config.Config, job: DictConfig, sweep: SweepHandoff | None, data: DatasetInput
+    cfg: DictConfig,
+    c: config.Config,
+    job: DictConfig,
+    sweep: SweepHandoff | None,
+    data: DatasetInput,
+    name: str,
 ) -> tracking.TrackedRun:
-    """Create this job's run, with its data as its input: nested under the sweep's parent when a sweep
-    launched it, else on its own in the store of the directory the command was started in."""
+    """Create this job's run, named ``name``, with its data as its input: nested under the sweep's
+    parent when a sweep launched it, else on its own in the store of the directory the command was
+    started in."""
     if sweep is not None:
         client, experiment_id = sweep.client(), sweep.experiment_id
     else:
@@ -199,14 +234,15 @@ def start_run(
         run_tags[Tag.TRIAL] = str(c.trial)
     if sweep is not None:
         run_tags[Tag.PARENT] = sweep.parent_run_id
-    name = run_name(overrides, c.seed)
     return tracking.TrackedRun.create(client, experiment_id, name, run_tags, tracking.run_params(cfg), data)
 
 
-def run_name(overrides: list[str], seed: int) -> str:
-    """The overrides that make this run what it is, always with its seed: "cost=quadratic seed=0"."""
-    named = overrides if any(o.startswith("seed=") for o in overrides) else [*overrides, f"seed={seed}"]
-    return " ".join(named) if overrides else f"default seed={seed}"
+def run_name(overrides: Sequence[str], seed: int) -> str:
+    """The overrides that make this run what it is, always with its seed: "cost=quadratic seed=0"; one
+    per key, numbers to 4 significant digits (``grammar.Overrides.shown``)."""
+    shown = grammar.Overrides.parse(overrides).shown
+    named = shown if any(line.startswith("seed=") for line in shown) else [*shown, f"seed={seed}"]
+    return " ".join(named) if shown else f"default seed={seed}"
 
 
 @contextlib.contextmanager
@@ -240,11 +276,18 @@ def accuracies(metrics: Metrics) -> str:
 
 def command(argv: Sequence[str]) -> None:
     """``python -m nnexp.run *argv``: a ``resume=<id>`` becomes the run's own command line, then Hydra
-    runs ``main`` (or a sweep of it); bad input ends in one line and exit status 1."""
+    runs ``main`` (or a sweep of it); bad input ends in one line and exit status 1, Ctrl-C in exit
+    status 130 once the run or sweep has said how to resume it (no traceback). ``--verbose`` shows the
+    libraries' own log lines too."""
+    if VERBOSE in argv:
+        os.environ[process.LOG_LEVEL] = "INFO"
     process.prepare()
-    with config.one_line_errors():
-        sys.argv[1:] = resume.command_line(argv)
-        main()
+    try:
+        with config.one_line_errors():
+            sys.argv[1:] = resume.command_line([arg for arg in argv if arg != VERBOSE])
+            main()
+    except KeyboardInterrupt:
+        sys.exit(process.INTERRUPTED)
 
 
 if __name__ == "__main__":

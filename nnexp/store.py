@@ -71,12 +71,18 @@ def setting_up(uri: str) -> Iterator[None]:
 
 
 def open_store(uri: str) -> MlflowClient:
-    """A client of the store, set up in this process (its schema created if the store is new)."""
+    """A client of the store, set up in this process (its schema created if the store is new, which is
+    said in one line with its path: a command started in another directory starts a store there, whose
+    runs the project's store and its UI do not show)."""
     from mlflow.tracking import MlflowClient  # MLflow: 2 s of imports that `make ui` and `make server` skip
 
     with setting_up(uri):  # the client sets up its store as it is made
+        path = local_path(uri) if urlparse(uri).scheme == "sqlite" else None
+        new = path is not None and (not path.exists() or path.stat().st_size == 0)
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
+    if new:
+        print(f"a new MLflow store: {path}", flush=True)
     return client
 
 

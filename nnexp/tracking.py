@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -153,23 +154,27 @@ class TrackedRun:
         summary = {**summarize(self.history), Summary.WALL_SECONDS: time.perf_counter() - self.started}
         self._log_metrics(summary, self.epochs)
 
-    def log_outputs(self, net: Network, out_dir: Path, config_yaml: str, hydra_dir: Path | None) -> None:
-        """The resolved config, Hydra's own record of the job, metrics.csv, the learning curves, the
-        weights (``Network.load``-able), and the network as a logged model of the run; each file is
-        also kept in ``out_dir``."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(config_yaml)
-        history = pd.DataFrame(self.history)
-        history.to_csv(out_dir / "metrics.csv", index=False)
-        plot_learning_curves({self.name: history}, out_dir / "learning_curves.png", self.name)
-        net.save(out_dir / "network.npz")
-        for name in ("config.yaml", "metrics.csv", "learning_curves.png", "network.npz"):
-            self.client.log_artifact(self.run_id, str(out_dir / name))
-        if hydra_dir is not None and hydra_dir.is_dir():
-            self.client.log_artifacts(self.run_id, str(hydra_dir), ".hydra")
-        lineage.log_model(
-            self.client, self.experiment_id, self.run_id, net, out_dir / "network.npz", self.epochs
-        )
+    def log_outputs(self, net: Network, config_yaml: str, hydra_dir: Path | None) -> None:
+        """The resolved config, Hydra's own record of the job (``hydra_dir``), metrics.csv, the learning
+        curves, the weights (``Network.load``-able), and the network as a logged model of the run.
+
+        They are written in a scratch directory and kept in the store only: the job's output directory
+        keeps Hydra's record alone, and with a tracking server nothing else of the run stays on this
+        machine."""
+        with tempfile.TemporaryDirectory(prefix="nnexp-outputs-") as scratch:
+            out_dir = Path(scratch)
+            (out_dir / "config.yaml").write_text(config_yaml)
+            history = pd.DataFrame(self.history)
+            history.to_csv(out_dir / "metrics.csv", index=False)
+            plot_learning_curves({self.name: history}, out_dir / "learning_curves.png", self.name)
+            net.save(out_dir / "network.npz")
+            for name in ("config.yaml", "metrics.csv", "learning_curves.png", "network.npz"):
+                self.client.log_artifact(self.run_id, str(out_dir / name))
+            if hydra_dir is not None and hydra_dir.is_dir():
+                self.client.log_artifacts(self.run_id, str(hydra_dir), ".hydra")
+            lineage.log_model(
+                self.client, self.experiment_id, self.run_id, net, out_dir / "network.npz", self.epochs
+            )
 
     @property
     def epochs(self) -> int:

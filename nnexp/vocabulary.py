@@ -44,7 +44,9 @@ class Trial:
 
 class Summary:
     """The summary metrics nnexp adds to the engine's (``nnexp.engine.history.summarize``): a run's wall
-    time, and on a search's parent run its best trial."""
+    time, on a search's parent run its best trial, on a sweep's parent the vote of its networks."""
 
     WALL_SECONDS = "wall_seconds"
     BEST_TRIAL = "best_trial"
+    ENSEMBLE_TEST_ACCURACY = "ensemble_test_accuracy"  # on a sweep's parent: its networks' vote (chapter 6)
+    ENSEMBLE_VOTERS = "ensemble_voters"  # ... and how many networks voted

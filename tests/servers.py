@@ -97,6 +97,17 @@ def descendants(pid: int) -> list[int]:
     return tree
 
 
+def group(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` that have not ended (zombies have), read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
 def resident(pids: list[int]) -> int:
     """The bytes these processes hold in memory (VmRSS), summed."""
     total = 0

@@ -6,6 +6,7 @@ from omegaconf import open_dict
 
 from nnexp import config
 from nnexp.engine import components, data
+from nnexp.grammar import Overrides
 from nnexp.run import CONF
 
 GROUPS = {
@@ -105,11 +106,23 @@ def test_what_composes_but_the_schema_refuses_is_named(composer, override, messa
         ("train.etaa=1", "unknown key train.etaa (accepted: eta, epochs, batch_size,"),
         ("cost=cubic", "unknown cost 'cubic' (accepted: crossentropy, loglikelihood, quadratic)"),
         ("experiment=nope", "unknown experiment 'nope' (accepted: "),
+        ("tracking=3", "invalid tracking=3: accepted one key at a time: tracking.experiment"),
+        ("hydra.job.chdir=abc", "invalid hydra.job.chdir='abc': accepted null or true or false"),
+        (
+            "search=ch3_eta_lmbda hydra.sweeper.n_trials=abc",
+            "invalid hydra.sweeper.n_trials='abc': accepted an integer",
+        ),
+        (
+            "search=ch3_eta_lmbda hydra.sweeper.direction=up",
+            "invalid hydra.sweeper.direction='up': accepted one of",
+        ),
     ],
 )
 def test_hydra_errors_are_described_in_one_line(composer, override, message):
+    """In nnexp's words: what the key accepts, from its ``Accepts`` or, for Hydra's and the search's
+    settings and the groups of keys, from its type."""
     with pytest.raises(ConfigCompositionException) as error:
-        composer(override)
+        composer(*override.split())
     assert config.describe(error.value).startswith(message)
     assert "\n" not in config.describe(error.value)
 
@@ -137,20 +150,21 @@ def test_sweep_jobs_expand_lists_choice_range_and_glob_in_hydra_order(composer):
     cfg = with_sweep(
         composer("experiment=ch1_learning_rate"),
         "experiment=ch1_learning_rate",
-        "train.eta=choice(0.5,1.0)",  # replaces the experiment's own 0.001,100.0
-        "seed=range(1,3)",
+        "model.hidden=[30],[100]",
+        "train.eta=choice(0.5,1.0)",
+        "seed=range(1,3)",  # replaces the experiment's own 1,...,10
         "activation=glob(t*)",
     )
     jobs = config.sweep_jobs(cfg)
     assert jobs[0] == [
+        "seed=1",
+        "experiment=ch1_learning_rate",
         "model.hidden=[30]",
         "train.eta=0.5",
-        "experiment=ch1_learning_rate",
-        "seed=1",
         "activation=tanh",
     ]
     assert len(jobs) == 2 * 2 * 2 * 1
-    assert {job[1] for job in jobs} == {"train.eta=0.5", "train.eta=1.0"}
+    assert {job[3] for job in jobs} == {"train.eta=0.5", "train.eta=1.0"}
 
 
 def test_intervals_are_left_to_a_search_and_refused_by_the_basic_sweeper(composer):
@@ -161,3 +175,12 @@ def test_intervals_are_left_to_a_search_and_refused_by_the_basic_sweeper(compose
     ]
     with pytest.raises(config.ConfigError, match=r"^train.eta=tag\(log,interval\(0.01,10\)\): the basic"):
         config.sweep_jobs(with_sweep(composer(), *overrides))
+
+
+def test_labels_show_one_value_per_key_and_numbers_to_4_significant_digits():
+    """A run's label (and name): what a search picked rounded, what a user typed as typed."""
+    overrides = ["train.eta=0.44303752452182665", "regularization.lmbda=7.257005721594282", "train.eta=1.0"]
+    assert Overrides.parse(overrides).shown == ["train.eta=1.0", "regularization.lmbda=7.257"]
+    typed = ["model.hidden=[100, 30]", "train.eta=3e-07", "seed=3", "tracking.experiment='my runs'"]
+    assert Overrides.parse(typed).shown == typed
+    assert Overrides.parse(["train.eta=123456.7"]).shown == ["train.eta=1.235e+05"]

@@ -37,11 +37,18 @@ def test_readme_examples_run():
 # section lists the same modules in the same layers.
 LAYERS = {
     "engine": ["nnexp.engine"],
-    "words": ["nnexp.vocabulary", "nnexp.errors", "nnexp.adapters", "nnexp.process"],
+    "words": ["nnexp.vocabulary", "nnexp.errors", "nnexp.adapters", "nnexp.tether", "nnexp.process"],
     "config": ["nnexp.grammar", "nnexp.config"],
     "store": ["nnexp.store", "nnexp.runs", "nnexp.handoff"],
     "one run": ["nnexp.plots", "nnexp.lineage", "nnexp.checkpoints", "nnexp.tracking"],
-    "features": ["nnexp.resume", "nnexp.study", "nnexp.search", "nnexp.outcome", "nnexp.report"],
+    "features": [
+        "nnexp.resume",
+        "nnexp.study",
+        "nnexp.search",
+        "nnexp.outcome",
+        "nnexp.report",
+        "nnexp.ensemble",
+    ],
     "callbacks": ["nnexp.callbacks"],
     "entry points": [
         "nnexp.run",

@@ -120,11 +120,11 @@ def test_a_killed_sweep_resumes_its_unfinished_jobs_only(tmp_path, store, nnexp_
     assert len(finished_before) >= 2 and unfinished
 
     parent_id = next(r.info.run_id for r in before if r.data.tags.get("nnexp.sweep") == "true")
-    result = nnexp_command(f"resume={parent_id}")
+    result = nnexp_command(f"resume={parent_id}", "--verbose", env={"NNEXP_LOG_LEVEL": None})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1].startswith("sweep of 4 runs, 0 failed: ")
-    if launcher:
-        assert "Joblib.Parallel(n_jobs=2" in result.stdout  # the sweep's own launcher settings again
+    assert result.stdout.splitlines()[-2].startswith(f"sweep {parent_id} FINISHED, 4 runs, 0 failed: ")
+    if launcher:  # joblib's own log line, which --verbose shows: the sweep's launcher settings again
+        assert "Joblib.Parallel(n_jobs=2" in result.stdout
 
     client, after = runs(store)
     parent = next(r for r in after if r.info.run_id == parent_id)
@@ -145,6 +145,10 @@ def test_a_run_is_trained_further_in_the_same_run(store, nnexp_command):
     client, (run,) = runs(store)
     further = nnexp_command(f"resume={run.info.run_id}", "train.epochs=4")
     assert further.returncode == 0, further.stderr
+    label = "data=digits train.epochs=4 train.momentum=0.5 seed=0"  # its new target, not its name's 2
+    lines = further.stdout.splitlines()
+    assert lines[0] == f"{label}: run {run.info.run_id} resumed from its checkpoint at epoch 2"
+    assert lines[1].startswith(f"{label} | epoch 3/4 ")
     client, (again,) = runs(store)
     assert again.info.status == "FINISHED"
     assert again.data.params["train.epochs"] == "2" and again.data.tags["nnexp.train_epochs"] == "4"

@@ -56,6 +56,9 @@ def all_runs(uri):
         (["-m", "train.eta=range(0,1,0.5)"], "train.eta"),
         (["-m", "train.eta=interval(0.1,1)"], "train.eta"),
         (["-m", "train.eta=choice(0.1"], "train.eta"),
+        (["train=3"], "train=3: accepted one key at a time: train.eta, "),
+        (["search=ch3_eta_lmbda"], "with -m: python -m nnexp.run -m search=ch3_eta_lmbda"),
+        (["trial=3"], "invalid trial=3: accepted null; a search sets it"),
     ],
 )
 def test_bad_input_is_one_line_and_creates_nothing(tmp_path, nnexp_command, args, key):
@@ -77,11 +80,19 @@ def test_run_logs_metrics_params_tags_and_artifacts(tmp_path, store, nnexp_comma
     assert experiment.name == "nnexp"
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
-    assert f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning" in result.stdout
     assert [line.split(" | ")[1][:10] for line in result.stdout.splitlines() if " | " in line] == [
         "epoch 1/2 ",
         "epoch 2/2 ",
     ]  # not a TTY: one plain line per epoch
+    best = run.data.metrics["best_validation_accuracy"]
+    assert result.stdout.splitlines()[-2:] == [  # its id, how it ended, where to see it, what next
+        f"run {run.info.run_id} FINISHED, best validation accuracy {best:.2%} "
+        f"(epoch {int(run.data.metrics['best_epoch'])}): "
+        f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
+        f"report: python -m nnexp.report --runs {run.info.run_id}",
+    ]
+    (output_dir,) = tmp_path.glob("outputs/*/*")  # Hydra's record of the job alone: the rest is in the store
+    assert [path.name for path in output_dir.iterdir()] == [".hydra"]
 
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "data.train_size=1000 train.epochs=2 train.eta=1.0 seed=0"
@@ -147,7 +158,7 @@ def test_same_config_and_seed_give_identical_histories(store, nnexp_command):
 
 
 @pytest.mark.mnist
-def test_ctrl_c_ends_the_run_killed(tmp_path, store, interruptible):
+def test_ctrl_c_ends_the_run_killed_in_two_lines_that_say_how_to_resume_it(tmp_path, store, interruptible):
     process = subprocess.Popen(
         [sys.executable, "-m", "nnexp.run", "train.epochs=30"],
         cwd=tmp_path,
@@ -158,17 +169,24 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store, interruptible):
     )
     assert "epoch 1/30" in process.stdout.readline()
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
-    assert process.returncode != 0
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130  # 128 + SIGINT, as shells say
     _, (run,) = all_runs(store)
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "interrupted"
+    run_id, epochs = run.info.run_id, len(MlflowClient(store).get_metric_history(run.info.run_id, "eta"))
+    assert "Traceback" not in err and all(" | epoch " in line for line in out.splitlines())
+    assert err.splitlines() == [
+        f"run {run_id} KILLED after epoch {epochs} of 30: "
+        f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning",
+        f"resume: python -m nnexp.run resume={run_id}",
+    ]
 
 
 def test_missing_data_is_one_line_and_creates_no_run(tmp_path, nnexp_command):
     result = nnexp_command(*SMOKE, env={"NNEXP_DATA_DIR": str(tmp_path / "none")})
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("NNEXP_DATA_DIR=")  # after Hydra's job line
-    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()  # and not Hydra's "Error executing job ..." before it
+    assert line.startswith("NNEXP_DATA_DIR=")
     assert not (tmp_path / "mlflow.db").exists()
 
 

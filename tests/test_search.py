@@ -82,7 +82,10 @@ def test_a_study_is_a_parent_run_with_a_child_run_per_trial(tmp_path, store, nne
     counts = (
         f"6 trials ({len(complete)} complete, {len(pruned)} pruned, {6 - len(complete) - len(pruned)} failed)"
     )
-    assert result.stdout.splitlines()[-1].startswith(f"study '{name}': {counts}, best validation accuracy ")
+    assert result.stdout.splitlines()[-2].startswith(
+        f"sweep {parent.info.run_id} FINISHED, study '{name}', {counts}, best validation accuracy "
+    )
+    assert result.stdout.splitlines()[-1] == f"report: python -m nnexp.report --sweep {parent.info.run_id}"
 
     stored = study(tmp_path, name)  # the study is where it says: beside the MLflow store
     assert [t.number for t in stored.trials] == list(range(6))
@@ -94,10 +97,10 @@ def test_the_same_command_continues_the_study_up_to_n_trials(store, nnexp_comman
     pruner judges the new trials against the ones the earlier command ran: the MNIST study continued
     from 12 to 16 trials (marked slow), on the digits."""
     first = nnexp_command(*DIGITS, *HOPELESS, "hydra.sweeper.n_trials=4")
-    assert first.returncode == 0 and "Launching" in first.stdout, first.stderr
+    assert first.returncode == 0 and " | epoch 1/6 " in first.stdout, first.stderr
     _, parent, _ = study_runs(store)
     again = nnexp_command(*DIGITS, *HOPELESS, "hydra.sweeper.n_trials=4")  # finished: runs nothing new
-    assert again.returncode == 0 and "Launching" not in again.stdout
+    assert again.returncode == 0 and " | epoch " not in again.stdout
     more = nnexp_command(*DIGITS, *HOPELESS, "hydra.sweeper.n_trials=6")
     assert more.returncode == 0, more.stderr
     _, continued, trials = study_runs(store)
@@ -134,6 +137,10 @@ def test_same_seed_same_trials(tmp_path, nnexp_command):
         )
         assert done.returncode == 0, done.stderr
         _, _, trials = study_runs(uri)
+        for run in trials:  # its label (and name) shows what the search picked, to 4 significant digits
+            eta = float(run.data.params["train.eta"])
+            assert f" train.eta={eta:.4g} " in run.info.run_name and len(repr(eta)) > 7
+            assert f"{run.info.run_name} | epoch 1/6 " in done.stdout
         keys = ("train.eta", "regularization.lmbda", "activation.name")
         return [tuple(run.data.params[key] for key in keys) for run in trials]
 

@@ -30,6 +30,7 @@ UNAUTHENTICATED = (
 )
 STOP_SECONDS = 5  # what `make server` promises
 RESIDENT_MB = 800  # the server with its two workers, every process counted
+UI_RESIDENT_MB = 400  # the UI: the launcher and one web server
 ACCESS_LINE = re.compile(r'[\d/]+ [\d:]+ 127\.0\.0\.1:\d+ - "[A-Z]+ \S+ HTTP/1\.1" \d{3}( .*)?')
 
 
@@ -84,14 +85,18 @@ def wait_for_text(read, text: str, seconds: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("ctrl_c", [False, True], ids=["SIGTERM to the launcher", "Ctrl-C"])
-def test_a_stop_ends_every_process_within_5_s_in_one_line(tmp_path, ctrl_c):
-    server = Launched(tmp_path, "--workers", "2")
+@pytest.mark.parametrize(
+    "args,processes,ctrl_c",
+    [(("--workers", "2"), 4, False), (("--workers", "2"), 4, True), (("ui",), 2, True)],
+    ids=["make server, SIGTERM to the launcher", "make server, Ctrl-C", "make ui, Ctrl-C"],
+)
+def test_a_stop_ends_every_process_within_5_s_in_one_line(tmp_path, args, processes, ctrl_c):
+    server = Launched(tmp_path, *args)
     try:
         server.answers()
         requests.get(f"{server.url}/health", timeout=5)
         tree = descendants(server.process.pid)
-        assert len(tree) >= 4  # the launcher, uvicorn and its two workers
+        assert len(tree) >= processes  # the launcher, uvicorn (and its workers)
         out, err = server.output()
         if ctrl_c:
             os.killpg(server.process.pid, signal.SIGINT)  # the terminal's foreground group
@@ -108,10 +113,17 @@ def test_a_stop_ends_every_process_within_5_s_in_one_line(tmp_path, ctrl_c):
 
 
 def test_ui_prints_the_runs_table_url_first_serves_the_store_and_dies_with_its_launcher(tmp_path):
+    """``make ui`` is the launcher and one web server, nothing else: MLflow's GenAI job runner and its
+    huey consumers (16 processes in all) stay off."""
     experiment = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment("nnexp")
     ui = Launched(tmp_path, "ui")
     try:
         ui.answers()
+        tree = descendants(ui.process.pid)
+        megabytes = resident(tree) / 2**20
+        assert len(tree) == 2 and megabytes <= UI_RESIDENT_MB, (
+            f"{len(tree)} processes hold {megabytes:.0f} MB"
+        )
         first = ui.output()[0].splitlines()[0]
         assert first == f"{ui.url}/#/experiments/{experiment}/runs?workflowType=machine_learning"
         found = requests.get(
@@ -120,7 +132,6 @@ def test_ui_prints_the_runs_table_url_first_serves_the_store_and_dies_with_its_l
             timeout=5,
         )
         assert found.json()["experiment"]["experiment_id"] == experiment
-        tree = descendants(ui.process.pid)
         ui.process.kill()
         assert running(tree, seconds=STOP_SECONDS) == []
     finally:

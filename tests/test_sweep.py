@@ -40,15 +40,22 @@ def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_command, l
         assert [m.step for m in history] == [1, 2, 3]
     report = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"accuracy.png", "cost.png", "summary.csv", "summary.md"} <= report
-    last = f"sweep of 2 runs, 0 failed: http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs"
-    assert result.stdout.splitlines()[-1] == f"{last}?workflowType=machine_learning"
+    for run in children:  # each job's last line: its run's id and how it ended
+        assert f"{run.info.run_name}: run {run.info.run_id} FINISHED, best validation " in result.stdout
+    url = (
+        f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
+    )
+    assert result.stdout.splitlines()[-2:] == [  # the sweep's: its id, its count, what next
+        f"sweep {parent.info.run_id} FINISHED, 2 runs, 0 failed: {url}",
+        f"report: python -m nnexp.report --sweep {parent.info.run_id}",
+    ]
 
 
 def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_command):
     result = nnexp_command("-m", *SMOKE, *DIVERGES, "train.eta=1000,0.5")
     assert result.returncode == 1, result.stderr  # the sweep went on, then said it failed ...
-    assert result.stdout.splitlines()[-1].startswith("sweep of 2 runs, 1 failed: ")  # ... and how much
     client, parent, (diverged, trained) = sweep_runs(store)
+    assert result.stderr.splitlines()[-2].startswith(f"sweep {parent.info.run_id} FAILED, 2 runs, 1 failed: ")
     assert diverged.info.status == "FAILED"
     assert diverged.data.tags["failure_reason"].startswith("diverged: ")
     assert diverged.data.metrics["epochs_run"] == 0
@@ -76,10 +83,11 @@ def test_a_job_that_cannot_run_is_one_line_naming_it_and_the_sweep_counts_it(
         "job 1 (data=mnist seed=1)",
     ]
     assert all(f"NNEXP_DATA_DIR={missing}" in line for line in failures)
-    assert result.stdout.splitlines()[-1].startswith("sweep of 2 runs, 2 failed: ")
     client = MlflowClient(store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(run.data.tags.get("nnexp.sweep"), run.info.status) for run in runs] == [("true", "FAILED")]
+    (parent,) = runs
+    assert result.stderr.splitlines()[-2].startswith(f"sweep {parent.info.run_id} FAILED, 2 runs, 2 failed: ")
 
 
 @pytest.mark.mnist
@@ -93,9 +101,13 @@ def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store, interruptibl
         start_new_session=True,
         preexec_fn=interruptible,
     )
-    next(line for line in process.stdout if "epoch 1/30" in line)  # Hydra's log lines come first
+    next(line for line in process.stdout if "epoch 1/30" in line)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: to the whole process group
-    process.communicate(timeout=60)
-    assert process.returncode != 0
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
     _, parent, (child,) = sweep_runs(store)
     assert (parent.info.status, child.info.status) == ("KILLED", "KILLED")
+    assert "Traceback" not in err and err.splitlines()[1:] == [  # the sweep's id, and how to go on
+        f"resume: python -m nnexp.run resume={parent.info.run_id}"
+    ]
+    assert err.splitlines()[0].startswith(f"sweep {parent.info.run_id} KILLED: http://127.0.0.1:5000/")
