@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from nnexp import grammar, lineage, process, report, runs, store, tether
+from nnexp import grammar, handoff, lineage, process, report, runs, store, tether
 from nnexp.adapters import joblib_launcher
 from nnexp.config import ACCEPTED, build_network, describe, sweep_jobs, validate
 from nnexp.engine import DataError, sgd
@@ -115,7 +115,14 @@ class StartWorkers(Callback):
         calls = [
             delayed(warm_up)(task, store.store_uri()) for _ in range(joblib_launcher.worker_count(settings))
         ]
-        threading.Thread(target=Parallel(**settings), args=(calls,), daemon=True).start()
+        threading.Thread(target=warm_up_all, args=(Parallel(**settings), calls), daemon=True).start()
+
+
+def warm_up_all(parallel: Parallel, calls: list) -> None:
+    """The warm-up, in the background: cut short (Ctrl-C shuts the workers down under it) or failed, it
+    only leaves the jobs their start-up to do, so it says nothing."""
+    with contextlib.suppress(Exception):
+        parallel(calls)
 
 
 def warm_up(task: dict, uri: str) -> None:
@@ -165,8 +172,8 @@ class SweepCallback(Callback):
             else:
                 parent_id = self._create(config, experiment_id, {Tag.SWEEP: "true"}).info.run_id
                 self.client.log_dict(parent_id, {"jobs": jobs_of(config)}, JOBS)
-            where = (study.name, study.storage) if study is not None else ()
-            self.sweep = SweepHandoff(uri, experiment_id, parent_id, *where)
+            where = (study.name, study.storage) if study is not None else (None, None)
+            self.sweep = SweepHandoff(uri, experiment_id, parent_id, *where, handoff.stderr_stream())
             atexit.register(self._end_if_open)
             self.sweep.save(Path(config.hydra.sweep.dir))
         except Exception as error:  # any: Hydra would only warn, and the jobs would run untracked
@@ -201,6 +208,9 @@ class SweepCallback(Callback):
             sys.exit(
                 f"sweep {parent_id}: its jobs are no longer the ones it started with (has conf/ changed?)"
             )
+        for key in self.client.get_run(parent_id).data.tags:
+            if key.startswith(Tag.FAILED_JOB):  # the jobs run again: their failures are history
+                self.client.delete_tag(parent_id, key)
         runs.take_up(self.client, parent_id)
         return parent_id
 
@@ -212,6 +222,12 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         parent = self.client.get_run(self.sweep.parent_run_id)
+        for _, failure in sorted(
+            (int(key.removeprefix(Tag.FAILED_JOB)), failure)
+            for key, failure in parent.data.tags.items()
+            if key.startswith(Tag.FAILED_JOB)
+        ):
+            print(failure, file=sys.stderr)  # a job's whose own output went elsewhere (submitit's logs)
         children = runs.children(self.client, parent)
         study = parent.data.tags.get(Tag.SEARCH)
         if study:
@@ -230,9 +246,16 @@ class SweepCallback(Callback):
             sys.exit(1)
 
     def _end_if_open(self) -> None:
-        """The exit hook: the sweep stopped before ``on_multirun_end`` (a job raised, or Ctrl-C)."""
+        """The exit hook: the sweep stopped before ``on_multirun_end`` (a job raised, or Ctrl-C). Its jobs
+        on this machine die with this process (``nnexp.tether``; joblib stops its workers on Ctrl-C
+        before they can end their runs), so their runs still RUNNING end with the parent, as it does."""
         if self.sweep is not None:
-            self._end(Status.KILLED if process.interrupted() else Status.FAILED)
+            status = Status.KILLED if process.interrupted() else Status.FAILED
+            here = runs.process_tags()[Tag.HOST]
+            for child in runs.children(self.client, self.client.get_run(self.sweep.parent_run_id)):
+                if child.info.status == Status.RUNNING and child.data.tags.get(Tag.HOST) == here:
+                    self.client.set_terminated(child.info.run_id, status)
+            self._end(status)
 
     def _end(self, status: str, detail: str = "") -> None:
         """End the parent run, and say so: its id, how it ended, where to see it, what to do next."""

@@ -8,13 +8,26 @@ the study.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nnexp.vocabulary import Tag
+
 FILE = "nnexp_sweep.json"
+
+
+def stderr_stream() -> str:
+    """Which stream this process's stderr is, on which machine: a job whose stderr is its launcher's
+    (the basic launcher's own, joblib's workers') has already shown its lines where the user looks."""
+    stat = os.fstat(2)
+    return f"{socket.gethostname()} {stat.st_dev} {stat.st_ino}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +40,16 @@ class SweepHandoff:
     parent_run_id: str
     study_name: str | None = None
     study_storage: str | None = None
+    launcher_stderr: str | None = None  # the launching process's ``stderr_stream()``
+
+    def record_failure(self, job: int, line: str) -> None:
+        """Leave a job's one-line failure on the sweep's parent run when the job's stderr is not its
+        launcher's (a submitit job writes to a log file of its own), so that the launching process,
+        which the user watches, prints it before the sweep's last lines."""
+        if stderr_stream() == self.launcher_stderr:
+            return
+        with contextlib.suppress(MlflowException):  # the store is what failed: the job's log has the line
+            self.client().set_tag(self.parent_run_id, f"{Tag.FAILED_JOB}{job}", line)
 
     def client(self) -> MlflowClient:
         return MlflowClient(self.tracking_uri)

@@ -64,7 +64,11 @@ def main(cfg: DictConfig) -> tracking.RunResult:
         if job.mode != RunMode.MULTIRUN:  # exited here: Hydra would add a line of its own before it
             sys.exit(errors.say(error))
         overrides = " ".join(grammar.without_resume(job.overrides.task))
-        print(f"job {job.job.num} ({overrides}): {errors.line(error)}", file=sys.stderr, flush=True)
+        failure = f"job {job.job.num} ({overrides}): {errors.line(error)}"
+        print(failure, file=sys.stderr, flush=True)
+        sweep = SweepHandoff.load(Path(job.sweep.dir))
+        if sweep is not None:
+            sweep.record_failure(job.job.num, failure)
         return tracking.RunResult("", Status.FAILED, ())
 
 

@@ -21,6 +21,7 @@ class Tag:
     TRAIN_EPOCHS = "nnexp.train_epochs"  # the epochs the run trains to (a resume may raise train.epochs)
     HOST, PID = "nnexp.host", "nnexp.pid"  # the process writing the run: a resume must not write it too
     HYDRA_OVERRIDES = "nnexp.hydra_overrides"  # on a sweep's parent: its launcher settings, for a resume
+    FAILED_JOB = "nnexp.failed_job."  # on a sweep's parent, before a job's number: why it could not run
     SEARCH = "nnexp.search"  # on a search's parent run: the study's name
     TRIAL = "nnexp.trial"  # on a search's run: its trial number
     TRIAL_STATE = "nnexp.trial_state"  # ... and how the study was told it ended (a ``Trial`` state)

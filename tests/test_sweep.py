@@ -65,12 +65,18 @@ def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_command):
 
 
 @pytest.mark.parametrize(
-    "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
+    "launcher",
+    [
+        pytest.param((), id="basic"),
+        pytest.param(("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), id="joblib"),
+        pytest.param(("hydra/launcher=submitit_local",), id="submitit_local", marks=pytest.mark.slow),
+    ],
 )
 def test_a_job_that_cannot_run_is_one_line_naming_it_and_the_sweep_counts_it(
     tmp_path, store, nnexp_run, launcher
 ):
-    """Missing data in every job, in the launching process or in joblib's workers: one line per job,
+    """Missing data in every job, in the launching process, in joblib's workers or in submitit's jobs
+    (whose own output goes to log files: the launching process prints their lines): one line per job,
     naming it, no traceback; the sweep goes on, counts them, ends its parent FAILED and exits 1."""
     missing = str(tmp_path / "no-mnist")
     result = nnexp_run(
@@ -91,9 +97,18 @@ def test_a_job_that_cannot_run_is_one_line_naming_it_and_the_sweep_counts_it(
 
 
 @pytest.mark.mnist
-def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store, interruptible):
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        pytest.param((), id="basic"),
+        pytest.param(
+            ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), id="joblib", marks=pytest.mark.slow
+        ),
+    ],
+)
+def test_ctrl_c_ends_the_jobs_and_the_parent_killed(tmp_path, store, interruptible, launcher):
     process = subprocess.Popen(
-        [sys.executable, "-m", "nnexp.run", "-m", "seed=0,1"],
+        [sys.executable, "-m", "nnexp.run", "-m", *launcher, "seed=0,1"],
         cwd=tmp_path,
         text=True,
         stdout=subprocess.PIPE,
@@ -101,12 +116,16 @@ def test_ctrl_c_ends_the_job_and_the_parent_killed(tmp_path, store, interruptibl
         start_new_session=True,
         preexec_fn=interruptible,
     )
-    next(line for line in process.stdout if "epoch 1/30" in line)
+    jobs = 2 if launcher else 1  # joblib's two run side by side
+    started = (line for line in process.stdout if "epoch 1/30" in line)
+    for _ in range(jobs):  # each job at its first epoch
+        next(started)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: to the whole process group
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    _, parent, (child,) = sweep_runs(store)
-    assert (parent.info.status, child.info.status) == ("KILLED", "KILLED")
+    _, parent, children = sweep_runs(store)
+    assert len(children) == jobs
+    assert [run.info.status for run in [parent, *children]] == ["KILLED"] * (1 + len(children))
     assert "Traceback" not in err and err.splitlines()[1:] == [  # the sweep's id, and how to go on
         f"resume: python -m nnexp.run resume={parent.info.run_id}"
     ]
