@@ -1,5 +1,5 @@
-"""The book reproduced, end to end, as `make reproduce` does it: slow (about 8 minutes on 2 cores), so
-marked ``slow`` and run by `make test-full`, not by `make test` or CI."""
+"""The book reproduced, end to end, as `make reproduce` does it: slow (tens of minutes on 2 cores: chapter 1's
+rows alone are 45 runs of 30 epochs), so marked ``slow`` and run by `make test-full`, not by `make test` or CI."""
 
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from nnexp import book, store
 pytestmark = [pytest.mark.slow, pytest.mark.mnist]
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("ch*.yaml"))
-KNOWN_MISSES = {"2": "run-to-run spread of the saturated quadratic [784,100,10] net: experiments/NOTES.md"}
+REFERENCE = Path(__file__).resolve().parents[1] / "experiments" / "results" / book.REFERENCE_CSV
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +70,18 @@ def test_results_md_has_every_row(reproduced):
 @pytest.mark.parametrize(
     "row", [r for r in book.ROWS if r.book is not None], ids=lambda r: f"row{r.number}-{r.split}"
 )
-def test_row_is_within_tolerance_of_the_book(reproduced, row):
-    if row.number in KNOWN_MISSES:
-        pytest.xfail(KNOWN_MISSES[row.number])
+def test_row_is_within_tolerance_of_the_book_or_its_own_spread(reproduced, row):
     _, sweeps, _ = reproduced
-    _, peak, _ = book.measured(row, sweeps[row.experiment])
-    assert abs(peak - row.book) <= book.TOLERANCE
+    verdict = book.peak_cells(row, sweeps[row.experiment], book.Reference.read(REFERENCE)).verdict
+    assert verdict.endswith((" pp, yes", " pp, within the book's own spread")), verdict
 
 
 def test_rows_3_and_4_stay_near_chance_at_extreme_learning_rates(reproduced):
     _, sweeps, _ = reproduced
     for row in book.ROWS:
         if row.where and row.where["train.eta"] == "100.0":
-            _, peak, _ = book.measured(row, sweeps[row.experiment])
-            assert peak < 15.0
+            sweep = sweeps[row.experiment]
+            assert all(sweep.peak(run, row.split) < 15.0 for run in sweep.of_row(row))
 
 
 def test_the_search_beats_the_target_with_pruning(reproduced):
