@@ -1,5 +1,6 @@
-"""The book reproduced, end to end, as `make reproduce` does it: slow (tens of minutes on 2 cores: chapter 1's
-rows alone are 45 runs of 30 epochs), so marked ``slow`` and run by `make test-full`, not by `make test` or CI."""
+"""The book reproduced, end to end, as `make reproduce` does it: slow (tens of minutes on 2 cores:
+chapter 1's rows alone are 45 runs of 30 epochs), so marked ``slow`` and run by `make test-full`, not by
+`make test` or CI."""
 
 import subprocess
 import sys
