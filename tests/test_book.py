@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from reference_network import ReferenceNetwork, as_column_pairs  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group(name="book")  # the module's sweep runs once, on one worker
+
 ROW_3, ROW_4 = (row for row in book.ROWS if row.number in ("3", "4"))
 
 

@@ -59,6 +59,7 @@ def served(tmp_path_factory):
         server.stop()
 
 
+@pytest.mark.xdist_group(name="served")  # one worker starts the module's server
 def test_the_server_holds_at_most_800_mb(served):
     """(How soon it answers is a speed target: ``make bench-harness ARGS=server_start``.)"""
     experiment = MlflowClient(served.url).create_experiment("held")
@@ -68,6 +69,7 @@ def test_the_server_holds_at_most_800_mb(served):
     assert megabytes <= RESIDENT_MB, f"{len(tree)} processes hold {megabytes:.0f} MB"
 
 
+@pytest.mark.xdist_group(name="served")  # one worker starts the module's server
 def test_asked_for_an_access_log_the_server_logs_each_request_and_nothing_more(served):
     requests.get(f"{served.url}/health", timeout=5)
     wait_for_text(lambda: served.output()[0], '"GET /health HTTP/1.1" 200')
@@ -220,6 +222,7 @@ def team(team_server, monkeypatch):
     return team_server
 
 
+@pytest.mark.xdist_group(name="team")  # one worker starts the module's server
 @pytest.mark.parametrize(
     "user,password,message",
     [
@@ -247,6 +250,7 @@ def test_the_server_refuses_in_one_line_and_nothing_is_left(
     assert MlflowClient(url).search_runs([experiment]) == before  # nothing on the server either
 
 
+@pytest.mark.xdist_group(name="team")  # one worker starts the module's server
 def test_the_owner_logs_and_no_credential_is_recorded(tmp_path, nnexp_command, team):
     url, experiment = team
     here = tmp_path / "here"
