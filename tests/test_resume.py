@@ -104,7 +104,14 @@ def test_a_killed_run_resumes_in_the_same_run_bit_for_bit(tmp_path, store, nnexp
 
 @pytest.mark.mnist
 @pytest.mark.parametrize(
-    "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
+    "launcher",
+    [
+        pytest.param((), id="basic"),
+        # the same, its jobs taken up in joblib's workers: half a minute, so make test-full's
+        pytest.param(
+            ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), id="joblib", marks=pytest.mark.slow
+        ),
+    ],
 )
 def test_a_killed_sweep_resumes_its_unfinished_jobs_only(tmp_path, store, nnexp_command, launcher):
     killed = start(tmp_path, *SWEEP, *launcher)
