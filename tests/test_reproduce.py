@@ -10,7 +10,8 @@ import pytest
 
 from nnexp import book, store
 
-pytestmark = [pytest.mark.slow, pytest.mark.mnist]
+# one worker reproduces the book, once (without the group both workers did: 29 + 23 minutes)
+pytestmark = [pytest.mark.slow, pytest.mark.mnist, pytest.mark.xdist_group(name="reproduce")]
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("ch*.yaml"))
 REFERENCE = Path(__file__).resolve().parents[1] / "experiments" / "results" / book.REFERENCE_CSV
