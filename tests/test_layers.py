@@ -5,13 +5,13 @@ import itertools
 
 import numpy as np
 import pytest
+from gradients import N_TRAIN, numerical_gradient
 
 from nnexp.engine import ConvPool, FullyConnected, Network, Softmax, checkpoint, components, load, sgd
 from nnexp.engine import network as network_module
 from nnexp.engine.network import one_hot
 from nnexp.engine.training import TrainingState, backend_for, train_chunk, update
 
-N_TRAIN = 50  # the n of the regularizers' lmbda/n
 LL = "loglikelihood"
 HIDDEN = {  # (input shape, the hidden layers of a given activation)
     # conv-pool layers pooling 3x3 (a border of 2 left out: 14 = 3 x 4 + 2), not pooling, and pooling
@@ -43,24 +43,6 @@ def network(kind, activation, cost, dropout_scaling="inverted", **options):
         dtype="float64",
         **{"regularizer": "l2", "lmbda": 3.0, "seed": 1, **options},
     )
-
-
-def cost_of(net, X, Y, masks):
-    z = net.output_z(X, masks)
-    return net.cost.fn(z, net.cost.output.fn(z), Y).mean() + net.regularizer.penalty(net.weights, N_TRAIN)
-
-
-def numerical_gradient(net, X, Y, masks, param, eps=1e-6):
-    grad = np.zeros_like(param)
-    for i in np.ndindex(param.shape):
-        saved = param[i]
-        param[i] = saved + eps
-        up = cost_of(net, X, Y, masks)
-        param[i] = saved - eps
-        down = cost_of(net, X, Y, masks)
-        param[i] = saved
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 def batch(net, n=4, seed=2):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from gradients import N_TRAIN, numerical_gradient
 
 from nnexp.engine import components, load, sgd
 from nnexp.engine.data import Split
@@ -9,27 +10,6 @@ from nnexp.engine.network import Network, one_hot
 from nnexp.engine.training import bias_gradients, learning_speeds, update
 
 SIZES = [6, 5, 4, 3]  # two hidden layers, so that BP2 runs more than once
-N_TRAIN = 50  # the n of the regularizers' lmbda/n
-
-
-def cost_of(net, X, Y, masks=None):
-    """The regularized cost that backprop plus the regularizer's gradient claim to differentiate."""
-    z = net.output_z(X, masks)
-    mean_cost = net.cost.fn(z, net.cost.output.fn(z), Y).mean()
-    return mean_cost + net.regularizer.penalty(net.weights, N_TRAIN)
-
-
-def numerical_gradient(net, X, Y, masks, param, eps=1e-6):
-    grad = np.zeros_like(param)
-    for i in np.ndindex(param.shape):
-        saved = param[i]
-        param[i] = saved + eps
-        up = cost_of(net, X, Y, masks)
-        param[i] = saved - eps
-        down = cost_of(net, X, Y, masks)
-        param[i] = saved
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("regularizer", list(components.REGULARIZERS))
