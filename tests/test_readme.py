@@ -245,7 +245,11 @@ def test_every_command_of_the_readme_is_tried_here():
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    """``make *args`` in the repository; its own output only (under ``make test`` it is a make within a
+    make, which would otherwise add "make[1]: Entering directory" lines)."""
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True, check=False
+    )
 
 
 def test_the_first_commands_put_nnexp_on_the_path():
