@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 from servers import descendants, group, running
 
-from nnexp import tether
+from nnexp import store, tether
 
 LAUNCHERS = {
     "joblib": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
@@ -72,14 +71,16 @@ def test_a_job_process_whose_launcher_has_ended_dies_as_it_starts():
 
 
 def jobs_training(folder: Path, sweep: subprocess.Popen, seconds: float = 300) -> list:
-    """The sweep's two job runs, once each has logged its first epoch (read from the store only once
-    the sweep has set it up: its handoff file is written)."""
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    """The sweep's two job runs, once each has logged its first epoch. The store is read only once the
+    sweep has set it up (its handoff file is written): an MLflow client sets up a store as it is made,
+    and one made sooner would migrate the new store's tables alongside the sweep's own set-up."""
+    client = None
     deadline = time.monotonic() + seconds
     while True:
         assert sweep.poll() is None, (folder / "stderr").read_text()
         assert time.monotonic() < deadline, "the jobs never reached their first epoch"
         if list(folder.glob("multirun/*/*/nnexp_sweep.json")):
+            client = client or store.connect(f"sqlite:///{folder / 'mlflow.db'}")
             found = client.search_runs([e.experiment_id for e in client.search_experiments()])
             jobs = [run for run in found if run.data.tags.get("nnexp.sweep") != "true"]
             if len(jobs) == 2 and all(client.get_metric_history(r.info.run_id, "eta") for r in jobs):
