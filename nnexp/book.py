@@ -6,6 +6,10 @@ latest sweep of each experiment, whose runs ``make reproduce`` has just made. Th
 column, for chapter 1, is read from the CSV that ``benchmarks/reference_spread.py`` writes (too slow
 for ``make reproduce``). Nothing measured is typed.
 
+Chapter 6's rows (``CHAPTER_6``) take hours to days of CPU each, and this machine runs some of them: an
+experiment with no sweep, or whose runs trained fewer epochs than the book's, is shown for what it is
+("not run here", "5 of 60 epochs") and not judged. Every other row's experiment must have a sweep.
+
     python -m nnexp.book [--out experiments]
 """
 
@@ -25,9 +29,12 @@ from mlflow.entities import Run
 from nnexp import errors, process, report, runs, store
 from nnexp.engine.history import (
     BEST_TEST_ACCURACY,
+    BEST_VALIDATION_ACCURACY,
     EPOCHS_RUN,
     INITIAL,
     OBJECTIVE,
+    TEST_ACCURACY_AT_BEST_EPOCH,
+    Metrics,
     best,
     key,
     learning_speed_keys,
@@ -40,6 +47,7 @@ from nnexp.vocabulary import Summary, Tag
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is this close to the book's
+CH6_TOLERANCE = 0.3  # percentage points: chapter 6's rows, whose figures lie tenths of a point apart
 
 # Chapter 1 quotes the best of three runs (rows 1, 2) or one run (rows 3, 4) of settings whose runs differ
 # from draw to draw. Its rows are swept over seeds 1, 2, 3 (the book's runs, each shown), or 1 to 10 where
@@ -64,7 +72,12 @@ class Row:
 
     Chapter 5's rows each read one depth of a sweep over depths (``network``, the runs' ``model.hidden``)
     and compare the book's one run or one random draw with the spread of nnexp's seeds: ``statistic``
-    says what they compare (``MEASURES``)."""
+    says what they compare.
+
+    Chapter 6's rows compare no peak (``statistic`` "at_best_epoch"): the test accuracy at the epoch of
+    a run's best validation accuracy, of the best of ``book_runs`` runs by validation accuracy; row ch6.8
+    ("ensemble") the vote of a sweep's networks. They are judged only where the runs trained the book's
+    ``epochs``."""
 
     number: str
     experiment: str
@@ -79,6 +92,7 @@ class Row:
     book_values: tuple[float, ...] = ()  # the book's speeds of learning, first hidden layer first
     tolerance: float = TOLERANCE  # percentage points, for the rows that compare accuracies
     book_runs: int = 1
+    epochs: int | None = None  # the epochs the book trained, where fewer make a row not comparable
 
 
 HIDDEN = {depth: str([30] * depth) for depth in (1, 2, 3, 4)}  # model.hidden params, by depth
@@ -153,7 +167,7 @@ def _chapter_5() -> tuple[Row, ...]:
     return tuple(rows)
 
 
-ROWS = (
+CHAPTERS_1_TO_5 = (
     Row(
         "1",
         "ch1_quadratic_30",
@@ -220,6 +234,51 @@ ROWS = (
     *_chapter_5(),
 )
 
+
+def _chapter_6() -> tuple[Row, ...]:
+    """The book's table of chapter 6 (``../shared/book-results.md``), row 6 as the experiment runs it:
+    two FC layers of 100."""
+    rows = [
+        Row(
+            f"ch6.{number}",
+            experiment,
+            setting,
+            "test",
+            accuracy,
+            f"{accuracy:.2f}% (best of 3)",
+            statistic="at_best_epoch",
+            tolerance=CH6_TOLERANCE,
+            book_runs=3,
+            epochs=epochs,
+        )
+        for number, experiment, setting, accuracy, epochs in (
+            (1, "ch6_fc", "FC 784->100 sigmoid, softmax, eta 0.1", 97.80, 60),
+            (2, "ch6_conv1", "conv-pool 20 5x5, FC 100, sigmoid, eta 0.1", 98.78, 60),
+            (3, "ch6_conv2", "conv-pools 20 and 40 5x5, FC 100, sigmoid, eta 0.1", 99.06, 60),
+            (4, "ch6_conv2_relu", "row ch6.3 with ReLU, eta 0.03, L2 lmbda 0.1", 99.23, 60),
+            (5, "ch6_conv2_relu_expanded", "row ch6.4 on the expanded data (250,000 images)", 99.37, 60),
+            (6, "ch6_conv2_relu_expanded_fc2", "row ch6.5 with two FC layers of 100", 99.43, 60),
+            (7, "ch6_dropout", "row ch6.5, FC 1000 and 1000, dropout 0.5, no L2, 40 epochs", 99.60, 40),
+        )
+    ]
+    vote = Row(
+        "ch6.8",
+        "ch6_dropout",
+        "plurality vote of 5 networks of row ch6.7",
+        "test",
+        99.67,
+        "99.67% (33 errors)",
+        statistic="ensemble",
+        tolerance=CH6_TOLERANCE,
+        book_runs=5,
+        epochs=40,
+    )
+    return (*rows, vote)
+
+
+CHAPTER_6 = _chapter_6()
+ROWS = CHAPTERS_1_TO_5 + CHAPTER_6
+
 # Experiments of what chapter 3 describes without running it on MNIST: no book number to compare with.
 BEYOND = (
     "ch3_quadratic_vs_crossentropy",
@@ -247,10 +306,6 @@ class ExperimentRuns:
     histories: dict[str, object]  # run id -> per-epoch DataFrame
     client: object  # the store's MlflowClient, for the curves the histories do not hold (speeds)
 
-    @property
-    def seconds(self) -> float:
-        return (self.parent.info.end_time - self.parent.info.start_time) / 1000
-
     def matching(self, where: Mapping[str, str]) -> list[Run]:
         return [r for r in self.runs if all(r.data.params.get(k) == v for k, v in where.items())]
 
@@ -270,10 +325,14 @@ class ExperimentRuns:
             raise NotFound(f"run {run.info.run_id} of {self.name} has no speeds of learning at epoch {epoch}")
         return [float(values[column].iloc[0]) for column in learning_speed_keys(values.columns)]
 
+    def summary(self, run: Run, epochs: int | None = None) -> Metrics:
+        """The engine's summary of the run's first ``epochs``, or all: what it logged, for the epochs
+        the store holds so far."""
+        return summarize(self.histories[run.info.run_id].head(epochs).to_dict("records"))
+
     def peak(self, run: Run, split: str, epochs: int | None = None) -> float:
         """The run's peak accuracy on ``split`` (over its first ``epochs``, or all), in percent."""
-        history = self.histories[run.info.run_id].head(epochs).to_dict("records")
-        return 100 * summarize(history)[best(key(split, "accuracy"))]
+        return 100 * self.summary(run, epochs)[best(key(split, "accuracy"))]
 
     def first(self, run: Run, split: str) -> float:
         """The run's accuracy on ``split`` after its first epoch, in percent."""
@@ -291,6 +350,27 @@ def load_sweep(client, experiment: str, figures: Path) -> ExperimentRuns:
     histories = {run_id: report.run_history(client, run_id) for run_id in run_ids}
     report.write_report(client, run_ids, figures / experiment, experiment)
     return ExperimentRuns(experiment, parent, children, histories, client)
+
+
+def load_sweep_if_run(client, experiment: str, figures: Path) -> ExperimentRuns | None:
+    """``load_sweep``, or None where the store holds no sweep of ``experiment``: a chapter-6 experiment
+    this machine has not run."""
+    try:
+        return load_sweep(client, experiment, figures)
+    except NotFound:
+        return None
+
+
+def wall_time(sweep: ExperimentRuns | None) -> str:
+    """The sweep's wall time, in hours from an hour on (chapter 6's run for days); "unfinished" while its
+    parent run has no end (a sweep under way, or killed before it could end its run)."""
+    if sweep is None:
+        return ""
+    end = sweep.parent.info.end_time
+    if end is None:
+        return "unfinished"
+    seconds = (end - sweep.parent.info.start_time) / 1000
+    return f"{seconds:.0f} s" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 class Cells(NamedTuple):
@@ -629,23 +709,77 @@ def speed_cells(row: Row, sweep: ExperimentRuns) -> Cells:
     return Cells(text, "", "the book's in the range: " + ", ".join(_yes(i) for i in inside), seeds)
 
 
-def book_table(sweeps: Mapping[str, ExperimentRuns], reference: Reference) -> list[str]:
-    """The book's rows against nnexp's, as markdown lines (RESULTS.md and the README share it)."""
+def chapter_6_cells(row: Row, sweep: ExperimentRuns | None) -> Cells:
+    """A chapter-6 row as the book reports it: of the first ``book_runs`` seeds, the one with the best
+    validation accuracy (the first, on ties), and its test accuracy at the epoch of that accuracy, each
+    seed's beside it; from the row's sweep if this machine ran one (None: "not run here")."""
+    if sweep is None:
+        return Cells("not run here", "", "not comparable: no sweep", "")
+    if row.statistic == "ensemble":
+        return ensemble_cells(row, sweep)
+    books = _by_seed(sweep.of_row(row))[: row.book_runs]
+    summaries = [sweep.summary(run) for run in books]
+    named = f"seeds {_seed_list(books)}"
+    trained = [(s, run) for s, run in zip(summaries, books, strict=True) if TEST_ACCURACY_AT_BEST_EPOCH in s]
+    if not trained:
+        judged = _not_comparable(row, sweep, books, len(books))
+        return Cells(f"no epoch yet ({named})", "", judged, _seed_list(books))
+    summary, chosen = max(trained, key=lambda pair: pair[0][BEST_VALIDATION_ACCURACY])
+    figure = 100 * summary[TEST_ACCURACY_AT_BEST_EPOCH]
+    each = ", ".join(
+        f"{100 * s[TEST_ACCURACY_AT_BEST_EPOCH]:.2f}%" if TEST_ACCURACY_AT_BEST_EPOCH in s else "no epoch"
+        for s in summaries
+    )
+    text = f"{figure:.2f}% (seed {chosen.data.tags.get(Tag.SEED, '?')}, best validation of {named}: {each})"
+    judged = _not_comparable(row, sweep, books, len(books)) or verdict(row, figure)
+    return Cells(text, "", judged, _seed_list(books))
+
+
+def ensemble_cells(row: Row, sweep: ExperimentRuns) -> Cells:
+    """Row ch6.8: the vote of the sweep's networks on the test set, which ``python -m nnexp.ensemble``
+    logs on the sweep's parent run; its command, where it has not voted."""
+    runs = _by_seed(sweep.of_row(row))
+    metrics = sweep.parent.data.metrics
+    if Summary.ENSEMBLE_TEST_ACCURACY not in metrics:
+        command = f"`python -m nnexp.ensemble --sweep {sweep.parent.info.run_id}`"
+        return Cells(f"not voted: {command}", "", "not comparable: not voted", _seed_list(runs))
+    accuracy, voters = metrics[Summary.ENSEMBLE_TEST_ACCURACY], int(metrics[Summary.ENSEMBLE_VOTERS])
+    wrong = round((1 - accuracy) * 10_000)  # of MNIST's 10,000 test images, as the book counts them
+    text = f"{100 * accuracy:.2f}% ({wrong} errors, the vote of {voters} networks)"
+    judged = _not_comparable(row, sweep, runs, voters) or verdict(row, 100 * accuracy)
+    return Cells(text, "", judged, _seed_list(runs))
+
+
+def _not_comparable(row: Row, sweep: ExperimentRuns, runs: Sequence[Run], count: int) -> str:
+    """Why a chapter-6 row cannot be set against the book's figure, "" if it can: ``count`` runs are
+    fewer than the book's (a sweep under way), or ``runs`` trained fewer epochs than the book's (cut
+    short to try the row, or under way)."""
+    epochs = min((sweep.epochs(run) for run in runs), default=0)
+    lacking = [f"{count} of {row.book_runs} runs"] if count < row.book_runs else []
+    lacking += [f"{epochs} of {row.epochs} epochs"] if epochs < row.epochs else []
+    return f"not comparable: {', '.join(lacking)}" if lacking else ""
+
+
+def book_table(rows: Sequence[Row], sweeps: Mapping[str, ExperimentRuns], reference: Reference) -> list[str]:
+    """The book's rows against nnexp's, as markdown lines (RESULTS.md's tables; the README quotes
+    chapters 1 to 5's). A chapter-6 row's experiment may have no sweep in ``sweeps``."""
     lines = [
         "| row | setting | on | book | nnexp | the book's algorithm | difference, reproduced | seeds "
         "| wall time |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in ROWS:
-        sweep = sweeps[row.experiment]
-        if row.statistic in ("initial", "ratio", "trained"):
+    for row in rows:
+        sweep = sweeps.get(row.experiment)
+        if row.statistic in ("at_best_epoch", "ensemble"):
+            cells = chapter_6_cells(row, sweep)
+        elif row.statistic in ("initial", "ratio", "trained"):
             cells = speed_cells(row, sweep)
         else:
             cells = peak_cells(row, sweep, reference)
         lines.append(
             f"| {row.number} | {row.setting} (`experiment={row.experiment}`) | {row.split} | "
             f"{row.book_text} | {cells.nnexp} | {cells.reference} | {cells.verdict} | {cells.seeds} | "
-            f"{sweep.seconds:.0f} s |"
+            f"{wall_time(sweep)} |"
         )
     return lines
 
@@ -665,7 +799,7 @@ def render(
         "Written by `make reproduce` (`python -m nnexp.book`) from the runs in the MLflow store: every",
         "nnexp figure below is measured. The book's figures are from `../shared/book-results.md`: the",
         f"**peak** accuracy over a run's epochs. A row is reproduced when nnexp's peak is within {TOLERANCE}",
-        "percentage points (pp) of the book's.",
+        "percentage points (pp) of the book's. Chapter 6 reports another figure: see its section.",
         "",
         "Chapter 1 quotes the best of three runs (rows 1, 2) or one run (rows 3, 4) of settings whose",
         f"runs differ from draw to draw. Its rows run seeds 1 to {BOOK_SEEDS}, each shown, and set their",
@@ -690,7 +824,8 @@ def render(
         "",
         *table,
         "",
-        *spread_section(ROWS, sweeps, reference),
+        *spread_section(CHAPTERS_1_TO_5, sweeps, reference),
+        *chapter_6_section(sweeps, reference),
         "## Beyond the book's runs",
         "",
         "Chapter 3 describes these without running them on MNIST; peaks of each run:",
@@ -705,7 +840,7 @@ def render(
             history = sweep.histories[run.info.run_id]
             lines.append(
                 f"| `{name}` | {label} | {sweep.peak(run, 'validation'):.2f}% | "
-                f"{sweep.peak(run, 'test'):.2f}% | {len(history)} | {sweep.seconds:.0f} s |"
+                f"{sweep.peak(run, 'test'):.2f}% | {len(history)} | {wall_time(sweep)} |"
             )
     lines += [
         "",
@@ -729,6 +864,30 @@ def render(
     if notes.exists():
         lines += ["## Notes", "", notes.read_text().strip(), ""]
     return "\n".join(lines) + "\n"
+
+
+def chapter_6_section(sweeps: Mapping[str, ExperimentRuns], reference: Reference) -> list[str]:
+    """RESULTS.md's chapter 6: its figure, which is no peak, and its rows, as far as this machine ran them."""
+    first, vote = CHAPTER_6[0], CHAPTER_6[-1]
+    return [
+        "## Chapter 6: convolutional networks",
+        "",
+        "Chapter 6's figure is no peak: network3.py measures the validation accuracy after every epoch and",
+        "keeps the test accuracy of the last epoch with the best validation accuracy, so the test set never",
+        "chooses the epoch, and the book quotes the best of three runs by validation accuracy, not by test.",
+        f"nnexp's cell is that figure for the seed of seeds 1 to {first.book_runs} with the best validation",
+        f"accuracy, then each seed's figure; a row is reproduced within {CH6_TOLERANCE} pp of the book's.",
+        "Rows ch6.5 to ch6.8 train on 250,000 images, hours to days of CPU a run, and this machine runs the",
+        'chapter only in part: a row whose experiment has no sweep in the store says "not run here", and one',
+        "whose runs are fewer than the book's or trained fewer epochs shows what they reached and is not",
+        f"compared. Row ch6.8 is the plurality vote of the networks of seeds 1 to {vote.book_runs} of",
+        f"`experiment={vote.experiment}`, which",
+        "`python -m nnexp.ensemble --sweep <the sweep's run id>` logs on the sweep's run. The wall time is",
+        "the whole sweep's, all its runs.",
+        "",
+        *book_table(CHAPTER_6, sweeps, reference),
+        "",
+    ]
 
 
 SPEED_FIGURE = "learning_speed_4_hidden_layers.png"  # the README's chapter-5 figure
@@ -789,11 +948,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = store.connect(store.store_uri())
     figures = args.out / "results"
-    names = dict.fromkeys([row.experiment for row in ROWS] + list(BEYOND))
+    names = dict.fromkeys([row.experiment for row in CHAPTERS_1_TO_5] + list(BEYOND))
     sweeps = {name: load_sweep(client, name, figures) for name in names}
+    for name in dict.fromkeys(row.experiment for row in CHAPTER_6):
+        if (sweep := load_sweep_if_run(client, name, figures)) is not None:
+            sweeps[name] = sweep
     speed_figure(sweeps["ch5_learning_speed"], figures)
     reference = Reference.read(figures / REFERENCE_CSV)
-    table = book_table(sweeps, reference)
+    table = book_table(CHAPTERS_1_TO_5, sweeps, reference)
     text = render(table, sweeps, reference, load_study(client, SEARCH, figures), figures, args.out)
     update_readme(args.readme, table)
     (args.out / "RESULTS.md").write_text(text)

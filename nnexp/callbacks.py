@@ -133,7 +133,7 @@ def warm_up(task: dict, uri: str) -> None:
     with contextlib.suppress(UserError, DataError, MlflowException):
         store.open_store(uri)
         loaded = process.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
-        net = build_network(c, loaded.n_inputs, loaded.n_classes)
+        net = build_network(c)
         train = c.train  # no epoch: sgd only loads (or compiles) its training loop
         sgd(net, loaded, 0, train.batch_size, train.eta, train.momentum, backend=train.backend)
 

@@ -42,7 +42,7 @@ from omegaconf.errors import (
 )
 
 from nnexp import errors
-from nnexp.engine import Network, components, data, training
+from nnexp.engine import ConvPool, FullyConnected, Network, Softmax, components, data, training
 from nnexp.errors import ConfigError
 from nnexp.grammar import Overrides
 
@@ -95,10 +95,10 @@ def accepting(
     return field(default=default, metadata={ACCEPTS: Accepts(words, ok, given), INTERNAL: internal})
 
 
-def one_of(names: Iterable[str]) -> Any:
+def one_of(names: Iterable[str], default: Any = MISSING) -> Any:
     """A field that accepts one of the engine's ``names``, told in the engine's order."""
     names = tuple(names)
-    return accepting("one of " + ", ".join(names), lambda name: name in names)
+    return accepting("one of " + ", ".join(names), lambda name: name in names, default=default)
 
 
 def _train_size_of(c: Config) -> Accepts | None:
@@ -107,6 +107,14 @@ def _train_size_of(c: Config) -> Accepts | None:
     if most is None:
         return None
     return Accepts(f"null (all) or an integer from 1 to {most} for {c.data.name}", lambda n: 1 <= n <= most)
+
+
+def _backends_of(c: Config) -> Accepts | None:
+    """``train.backend`` once the model is known: numba's compiled loop has no conv-pool layer."""
+    if not c.model.conv:
+        return None
+    names = [name for name in training.BACKENDS if name != "numba"]
+    return Accepts(f"one of {', '.join(names)} for conv-pool layers (numba has none)", names.__contains__)
 
 
 @dataclass
@@ -128,8 +136,10 @@ class InitConfig:
 class RegularizationConfig:
     name: str = one_of(components.REGULARIZERS)
     lmbda: float = accepting("a number >= 0", lambda lmbda: lmbda >= 0)
-    # The dropout probability; only dropout.yaml sets it, the others never read it.
+    # The dropout probability and where kept units are rescaled; only dropout.yaml sets them, the
+    # others never read them.
     p: float = accepting("a probability in [0, 1)", lambda p: 0 <= p < 1, default=0.5)
+    scaling: str = one_of(components.DROPOUT_SCALINGS, default="inverted")
 
 
 @dataclass
@@ -145,8 +155,28 @@ class DataConfig:
     expand: bool = accepting("true or false")
 
 
+@dataclass(repr=False)
+class ConvPoolConfig:
+    """One layer of ``model.conv``: the engine's ``ConvPool(filters, kernel=kernel, pool=pool)``."""
+
+    filters: int = MISSING
+    kernel: int = MISSING
+    pool: int = MISSING
+
+    def __repr__(self) -> str:  # as the layer is written in an override
+        return f"{{filters:{self.filters},kernel:{self.kernel},pool:{self.pool}}}"
+
+
 @dataclass
 class ModelConfig:
+    """The network between the data's pixels and its classes: chapter 6's conv-pool layers, if any
+    (``model=conv``; none in chapters 1-5's ``model=mlp``), then fully connected hidden layers, then
+    the output layer the cost calls for."""
+
+    conv: list[ConvPoolConfig] = accepting(
+        "[] or a list of conv-pool layers of integers >= 1 (e.g. [{filters:20,kernel:5,pool:2}])",
+        lambda layers: all(min(layer.filters, layer.kernel, layer.pool) >= 1 for layer in layers),
+    )
     hidden: list[int] = accepting(  # hidden layer sizes; the input and output sizes come from the data
         "a list of layer sizes, each >= 1 (e.g. [30] or [100,30])", lambda sizes: all(n >= 1 for n in sizes)
     )
@@ -162,9 +192,12 @@ class TrainConfig:
     early_stopping: int | None = accepting(  # n of the no-improvement-in-n rule
         "null (never) or an integer >= 1", lambda n: n >= 1
     )
-    backend: str = one_of(training.BACKENDS)  # the engine's: auto (numba when it can), numpy or numba
+    backend: str = accepting(  # the engine's: auto (numba when it can), numpy or numba
+        "one of " + ", ".join(training.BACKENDS), lambda name: name in training.BACKENDS, given=_backends_of
+    )
     # chapter 5's speed of learning of each hidden layer, logged every epoch and at epoch 0
     learning_speed: bool = accepting("true or false")
+    order: str = one_of(components.ORDERS)  # of the mini-batches: shuffled every epoch, or network3's fixed
 
 
 @dataclass
@@ -235,6 +268,7 @@ def validate(cfg: DictConfig) -> Config:
         accepts = accepts.within(c)
         if not accepts.allows(value):
             raise ConfigError(f"invalid {key}={_show(value)}: accepted {accepts.words}")
+    _refuse_maps_that_do_not_fit(c)
     return c
 
 
@@ -249,19 +283,53 @@ def _refuse_unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> No
             _refuse_unknown_keys(node[key], hints[key], f"{prefix}{key}.")
 
 
-def build_network(c: Config, n_inputs: int, n_classes: int) -> Network:
-    """The engine's network of a valid config, for data of ``n_inputs`` pixels and ``n_classes``."""
-    return Network(
-        [n_inputs, *c.model.hidden, n_classes],
+def build_network(c: Config) -> Network:
+    """The engine's network of a valid config, for its dataset's images and classes.
+
+    Without conv-pool layers, chapters 1-5's ``Network(sizes)``. With them, chapter 6's stack of
+    layers, where dropout is a layer's: ``regularization=dropout`` drops the inputs of every fully
+    connected layer and of the output layer (network3's row 7), and keeps its lmbda as L2's."""
+    shape, classes = data.IMAGE_SHAPES[c.data.name], data.N_CLASSES
+    reg = c.regularization
+    parts = dict(
         activation=c.activation.name,
         cost=c.cost.name,
         init=c.init.name,
-        regularizer=c.regularization.name,
-        lmbda=c.regularization.lmbda,
-        p=c.regularization.p,
+        lmbda=reg.lmbda,
         seed=c.seed,
         dtype=c.dtype,
+        dropout_scaling=reg.scaling,
     )
+    if not c.model.conv:
+        return Network([math.prod(shape), *c.model.hidden, classes], regularizer=reg.name, p=reg.p, **parts)
+    output = Softmax if components.COSTS[c.cost.name].output is components.Softmax else FullyConnected
+    dropout = reg.p if issubclass(components.REGULARIZERS[reg.name], components.Dropout) else 0.0
+    layers = [
+        *_conv_layers(c),
+        *(FullyConnected(units, dropout=dropout) for units in c.model.hidden),
+        output(classes, dropout=dropout),
+    ]
+    return Network(layers=layers, input_shape=shape, regularizer="l2" if dropout else reg.name, **parts)
+
+
+def _conv_layers(c: Config) -> list[ConvPool]:
+    return [ConvPool(layer.filters, kernel=layer.kernel, pool=layer.pool) for layer in c.model.conv]
+
+
+def _refuse_maps_that_do_not_fit(c: Config) -> None:
+    """``ConfigError`` for conv-pool layers too large for the dataset's images (or for the maps of the
+    layer before), found by the engine as it connects them: to a bare output layer, so that checking
+    every job of a sweep costs next to nothing (the fully connected layers fit any input)."""
+    if not c.model.conv:
+        return
+    shape = data.IMAGE_SHAPES[c.data.name]
+    try:
+        Network(layers=[*_conv_layers(c), Softmax(data.N_CLASSES)], input_shape=shape, cost="loglikelihood")
+    except ValueError as error:
+        images = "x".join(map(str, shape[1:]))
+        raise ConfigError(
+            f"invalid model.conv={_show(c.model.conv)} for {images} images ({c.data.name}): {error}"
+        ) from None
 
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # hydra/sweeper=basic
@@ -314,17 +382,20 @@ def _described(error: OmegaConfBaseException) -> str:
     line, in the words of the key's ``Accepts`` where the schema has it: ``train.eta='abc'`` is told
     what ``train.eta=0`` is told. Any other key (a group of keys, a search's setting) is told what its
     type accepts."""
+    full_key = error.full_key
+    if error.object_type is ConvPoolConfig and full_key == error.key:  # a layer's field, named alone
+        full_key = f"model.conv[].{error.key}"
     if isinstance(error, (ConfigAttributeError, ConfigKeyError)):
-        return _unknown(error.full_key, _schema_beside(error))
-    accepts = ACCEPTED.get(re.sub(r"\[\d+\]", "", error.full_key))  # model.hidden[0]: model.hidden's
+        return _unknown(full_key, _schema_beside(error))
+    accepts = ACCEPTED.get(re.sub(r"\[\d*\].*", "", full_key))  # model.hidden[0]: model.hidden's
     words = accepts.words if accepts is not None else _type_words(error)
     if words is None or not isinstance(error, (ValidationError, MissingMandatoryValue)):
-        return f"invalid {error.full_key}: {error.msg.splitlines()[0]}"
+        return f"invalid {full_key}: {error.msg.splitlines()[0]}"
     if isinstance(error, MissingMandatoryValue):
         shown = MISSING
     else:
         shown = repr(error.value) if isinstance(error.value, str) else _show(error.value)
-    return f"invalid {error.full_key}={shown}: accepted {words}"
+    return f"invalid {full_key}={shown}: accepted {words}"
 
 
 # What a value of a scalar type is called in a refusal.

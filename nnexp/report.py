@@ -149,6 +149,7 @@ def table_row(run: Run, history: pd.DataFrame) -> dict:
         "final validation %": final(vocabulary.key("validation", "accuracy")),
         "best test %": vocabulary.BEST_TEST_ACCURACY,
         "final test %": final(vocabulary.key("test", "accuracy")),
+        "test % at best epoch": vocabulary.TEST_ACCURACY_AT_BEST_EPOCH,
     }
     return {
         "status": run.info.status.lower(),

@@ -91,7 +91,7 @@ def run_job(cfg: DictConfig, job: DictConfig) -> tracking.RunResult:
     if taken_up is not None and taken_up.checkpoint is not None:
         net, state = taken_up.checkpoint
     else:
-        net, state = config.build_network(c, dataset.n_inputs, dataset.n_classes), TrainingState()
+        net, state = config.build_network(c), TrainingState()
     if taken_up is not None:
         run = tracking.TrackedRun.reopen(taken_up.client, taken_up.run, state.history, c.train.epochs)
         print(f"{label}: run {run.run_id} resumed from its checkpoint at epoch {state.epoch}", flush=True)
@@ -204,6 +204,7 @@ def train(
                 state=state,
                 backend=settings.backend,
                 learning_speed=settings.learning_speed,
+                order=settings.order,
             )
         except Pruned:
             return True

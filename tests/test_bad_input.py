@@ -45,8 +45,14 @@ OUT_OF_RANGE = {
     str: ["''", "' '", "no_such_name"],
     bool: [],
 }
+# A list's items: a conv-pool layer's fields, each wrong in turn (an integer out of range, of a wrong
+# type, not finite, missing)
+LAYER = "{{filters:{},kernel:5,pool:2}}"
+OUT_OF_RANGE[config.ConvPoolConfig] = [LAYER.format(0)]
 WRONG_TYPE = {int: ["abc", "1.5"], float: ["abc"], str: ["[a,b]"], bool: ["maybe"]}
+WRONG_TYPE[config.ConvPoolConfig] = [*map(LAYER.format, ["abc", 1.5, "nan"]), "{filters:20,kernel:5}", "30"]
 NOT_FINITE = ["nan", "inf"]
+GOOD_ITEM = {int: "30", config.ConvPoolConfig: LAYER.format(20)}  # beside a wrong one in a list
 
 
 def out_of_range(key: str) -> list[str]:
@@ -59,7 +65,7 @@ def wrong(key: str) -> list[str]:
     scalar, is_list, optional = shape(LEAVES[key])
     values = WRONG_TYPE[scalar] + (NOT_FINITE if scalar in (int, float) else [])
     if is_list:
-        values = ["abc", *(f"[30,{value}]" for value in values)]
+        values = ["abc", *(f"[{GOOD_ITEM[scalar]},{value}]" for value in values)]
     return values if optional else [*values, "null"]
 
 

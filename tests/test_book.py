@@ -3,6 +3,7 @@ through the command line, in this process."""
 
 import copy
 import csv
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from commands import run_or_fail
+from omegaconf import OmegaConf
 
 from nnexp import book, store
 from nnexp.engine import data
+from nnexp.engine.history import BEST_VALIDATION_ACCURACY, TEST_ACCURACY_AT_BEST_EPOCH, key
 from nnexp.errors import NotFound, UserError
+from nnexp.vocabulary import Summary
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -22,6 +26,11 @@ from reference_network import ReferenceNetwork, as_column_pairs  # noqa: E402
 pytestmark = pytest.mark.xdist_group(name="book")  # the module's sweep runs once, on one worker
 
 ROW_3, ROW_4 = (row for row in book.ROWS if row.number in ("3", "4"))
+# Chapter 6's rows 1 and 8 read from the module's sweep: their statistic needs only runs that monitor
+# validation and test (a chapter-6 sweep of its own would double the module's time)
+CH6_ROW_1, CH6_ROW_8 = (
+    dataclasses.replace(row, experiment=ROW_3.experiment) for row in (book.CHAPTER_6[0], book.CHAPTER_6[-1])
+)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +208,89 @@ def test_the_reference_writes_what_the_book_reads(tmp_path):
     spread = book.Reference.read(out).spread("ch1_learning_rate_large", 30)
     assert spread.seeds == tuple(str(seed) for seed in range(1, 11)) and spread.epochs == 1
     assert all(5.0 < peak < 20.0 for peak in spread.peaks)  # eta 100: at chance, in percent
+
+
+def test_chapter_6_takes_the_test_accuracy_of_the_seed_best_by_validation(learning_rate_sweep):
+    """As each run logged it: the test accuracy at the epoch of its best validation accuracy."""
+    sweep, _ = learning_rate_sweep
+    runs = book._by_seed(sweep.runs)
+    chosen = max(runs, key=lambda run: run.data.metrics[BEST_VALIDATION_ACCURACY])
+    figure = 100 * chosen.data.metrics[TEST_ACCURACY_AT_BEST_EPOCH]
+    each = ", ".join(f"{100 * run.data.metrics[TEST_ACCURACY_AT_BEST_EPOCH]:.2f}%" for run in runs)
+    complete = dataclasses.replace(CH6_ROW_1, book=figure + 0.25, epochs=2)
+    cells = book.chapter_6_cells(complete, sweep)
+    seed = chosen.data.tags["nnexp.seed"]
+    assert cells.nnexp == f"{figure:.2f}% (seed {seed}, best validation of seeds 1-3: {each})"
+    assert cells.verdict == "-0.25 pp, yes" and cells.seeds == "1-3"
+    assert book.chapter_6_cells(dataclasses.replace(complete, book=figure + 0.35), sweep).verdict.endswith(
+        " pp, **no**"
+    )
+    # the seed with the lowest test accuracy, made best by validation at every epoch: chosen, at its last
+    worst = min(runs, key=lambda run: sweep.peak(run, "test"))
+    history = sweep.histories[worst.info.run_id].assign(**{key("validation", "accuracy"): 1.0})
+    doctored = dataclasses.replace(sweep, histories={**sweep.histories, worst.info.run_id: history})
+    last = 100 * history[key("test", "accuracy")].iloc[-1]
+    assert book.chapter_6_cells(complete, doctored).nnexp.startswith(
+        f"{last:.2f}% (seed {worst.data.tags['nnexp.seed']}, best validation of seeds 1-3: "
+    )
+    # row 7 reads the book's first seeds of a sweep of more
+    assert (
+        ", best validation of seeds 1, 2: "
+        in book.chapter_6_cells(dataclasses.replace(complete, book_runs=2), sweep).nnexp
+    )
+
+
+def test_chapter_6_runs_short_of_the_books_epochs_are_not_compared(learning_rate_sweep):
+    sweep, _ = learning_rate_sweep
+    line = book.book_table([CH6_ROW_1], {ROW_3.experiment: sweep}, NO_REFERENCE)[-1]
+    assert "| not comparable: 2 of 60 epochs | 1-3 | " in line and "yes" not in line
+    assert line.endswith(f"| {book.wall_time(sweep)} |") and book.wall_time(sweep).endswith(" s")
+    started = dataclasses.replace(sweep, histories={run: h.head(0) for run, h in sweep.histories.items()})
+    assert book.chapter_6_cells(dataclasses.replace(CH6_ROW_1, book_runs=4), started) == book.Cells(
+        "no epoch yet (seeds 1-3)", "", "not comparable: 3 of 4 runs, 0 of 60 epochs", "1-3"
+    )
+
+
+def test_a_chapter_6_experiment_not_run_here_is_said_so(learning_rate_sweep, tmp_path, monkeypatch, capsys):
+    """... while chapters 1 to 5's experiments must each have a sweep."""
+    _, where = learning_rate_sweep
+    uri = f"sqlite:///{where / 'mlflow.db'}"
+    assert book.load_sweep_if_run(store.connect(uri), "ch6_conv2", tmp_path) is None
+    header, rule, *rows = book.chapter_6_section({}, NO_REFERENCE)[-len(book.CHAPTER_6) - 3 : -1]
+    assert header.startswith("| row |") and len(rows) == len(book.CHAPTER_6)
+    assert all("| not run here |  | not comparable: no sweep |  |  |" in row for row in rows)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert book.main([]) == 1
+    assert "unknown experiment 'ch1_quadratic_30'" in capsys.readouterr().err
+
+
+def test_the_vote_is_read_from_the_sweeps_run(learning_rate_sweep):
+    """As ``python -m nnexp.ensemble`` logs it on the sweep's parent run (here by hand: the module's
+    sweep is the voters', and its snapshot, which the other tests read, stays as it was)."""
+    sweep, where = learning_rate_sweep
+    parent = sweep.parent.info.run_id
+    assert book.chapter_6_cells(CH6_ROW_8, sweep) == book.Cells(
+        f"not voted: `python -m nnexp.ensemble --sweep {parent}`", "", "not comparable: not voted", "1-3"
+    )
+    client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
+    client.log_metric(parent, Summary.ENSEMBLE_TEST_ACCURACY, 0.9961)
+    client.log_metric(parent, Summary.ENSEMBLE_VOTERS, 3)
+    voted = dataclasses.replace(sweep, parent=client.get_run(parent))
+    cells = book.chapter_6_cells(CH6_ROW_8, voted)
+    assert cells.nnexp == "99.61% (39 errors, the vote of 3 networks)"
+    assert cells.verdict == "not comparable: 3 of 5 runs, 2 of 40 epochs"
+    assert book.chapter_6_cells(dataclasses.replace(CH6_ROW_8, book_runs=3, epochs=2), voted).verdict == (
+        "-0.06 pp, yes"
+    )
+
+
+def test_chapter_6_rows_judge_the_epochs_and_seeds_their_experiments_run():
+    for row in book.CHAPTER_6:
+        experiment = OmegaConf.load(REPO / "experiments" / f"{row.experiment}.yaml")
+        assert row.epochs == experiment.train.epochs, row
+        seeds = ",".join(str(seed) for seed in range(1, row.book_runs + 1))
+        assert str(experiment.hydra.sweeper.params.seed).startswith(seeds), row
 
 
 def test_readme_table_goes_between_the_markers(tmp_path):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from nnexp.engine import DivergenceError, Network, checkpoint, data, sgd
+from nnexp.engine import DivergenceError, Network, checkpoint, data, sgd, summarize
+from nnexp.engine import history as h
 from nnexp.engine.training import TrainingState
 
 BACKENDS = ["numpy", "numba"]
@@ -155,3 +156,19 @@ def test_a_finished_state_trains_no_further(digits):
     )
     for before, after in zip(weights, net.weights, strict=True):
         np.testing.assert_array_equal(before, after)
+
+
+def test_the_summary_reports_the_test_accuracy_at_the_last_epoch_of_the_best_validation_accuracy():
+    """Chapter 6's figure, network3's rule: validation chooses the epoch, ties going to the later one."""
+    curves = [(0.90, 0.80), (0.95, 0.85), (0.95, 0.86), (0.94, 0.90)]
+    history = [
+        {h.EPOCH: epoch, h.key("validation", "accuracy"): v, h.key("test", "accuracy"): t}
+        for epoch, (v, t) in enumerate(curves, start=1)
+    ]
+    summary = summarize(history)
+    assert summary[h.BEST_EPOCH] == 3
+    assert summary[h.TEST_ACCURACY_AT_BEST_EPOCH] == 0.86 and summary[h.BEST_TEST_ACCURACY] == 0.90
+    assert h.TEST_ACCURACY_AT_BEST_EPOCH == "test_accuracy_at_best_epoch"
+    assert h.TEST_ACCURACY_AT_BEST_EPOCH not in summarize(
+        [{h.EPOCH: 1, h.key("validation", "accuracy"): 0.9}]
+    )

@@ -53,6 +53,9 @@ _LAYOUT = {
 }
 
 TRAIN_SIZES = {name: bounds[0] for name, (bounds, _, _) in _LAYOUT.items()}  # known without loading
+N_CLASSES = 10  # the digits 0-9, in every dataset here
+# An example as a convolutional network sees it, (channels, height, width): square grey images
+IMAGE_SHAPES = {name: (1, side, side) for name, (_, side, _) in _LAYOUT.items()}
 
 
 class DataError(Exception):
@@ -95,8 +98,12 @@ class Dataset:
         return self.train.pixels.shape[1]
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return IMAGE_SHAPES[self.name]
+
+    @property
     def n_classes(self) -> int:
-        return 10
+        return N_CLASSES
 
 
 def load(

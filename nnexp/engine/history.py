@@ -82,14 +82,16 @@ def final(curve: str) -> str:
 
 BEST_VALIDATION_ACCURACY = best(key("validation", "accuracy"))
 BEST_TEST_ACCURACY = best(key("test", "accuracy"))
-BEST_EPOCH = "best_epoch"  # the epoch of the best validation accuracy (the first, on ties)
+BEST_EPOCH = "best_epoch"  # the epoch of the best validation accuracy (the last, on ties, as network3)
+# Chapter 6's figure: the test accuracy at BEST_EPOCH, the network validation would have chosen
+TEST_ACCURACY_AT_BEST_EPOCH = f"{key('test', 'accuracy')}_at_{BEST_EPOCH}"
 EPOCHS_RUN = "epochs_run"
 OBJECTIVE = BEST_VALIDATION_ACCURACY
 
 
 def summarize(history: Sequence[Mapping[str, float]]) -> Metrics:
     """The end-of-run metrics of a history: the peak of each accuracy curve, the epoch of the best
-    validation accuracy, and the last epoch's value of every curve.
+    validation accuracy and the test accuracy at that epoch, and the last epoch's value of every curve.
 
     Curves missing from the history (splits not monitored) and NaN values (the epoch a run diverged)
     are left out rather than poisoning the peaks; epoch 0, which trained nothing, is not counted.
@@ -102,10 +104,14 @@ def summarize(history: Sequence[Mapping[str, float]]) -> Metrics:
             continue
         summary[final(curve)] = values[-1][1]
         if curve.endswith("_accuracy"):
-            epoch, peak = max(values, key=lambda epoch_value: epoch_value[1])  # max keeps the first
-            summary[best(curve)] = peak
-            if curve == key("validation", "accuracy"):
-                summary[BEST_EPOCH] = float(epoch)
+            summary[best(curve)] = max(value for _, value in values)
+    validation = _curve(history, key("validation", "accuracy"))
+    if validation:
+        best_epoch = max(reversed(validation), key=lambda epoch_value: epoch_value[1])[0]  # the last
+        summary[BEST_EPOCH] = float(best_epoch)
+        test = dict(_curve(history, key("test", "accuracy")))
+        if best_epoch in test:
+            summary[TEST_ACCURACY_AT_BEST_EPOCH] = test[best_epoch]
     return summary
 
 
