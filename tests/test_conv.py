@@ -70,3 +70,22 @@ def test_a_conv_run_is_logged_served_reported_and_trained_further_bit_for_bit(tm
     assert further.returncode == 0, further.stderr
     assert accuracies(store, run.info.run_id) == accuracies(store, straight.info.run_id)
     assert len(accuracies(store, run.info.run_id)["test_accuracy"]) == 3
+
+
+@pytest.mark.slow
+def test_a_search_chooses_among_conv_nets(store, nnexp_command):
+    """A study over conv nets' eta and filters: each trial a conv run, the best named on the study's run."""
+    search = ("-m", "search=ch3_eta_lmbda", "hydra.sweeper.n_trials=3", "train.epochs=2")
+    filters = "model.conv=choice([{filters:2,kernel:3,pool:2}],[{filters:4,kernel:3,pool:2}])"
+    result = nnexp_command(*search, *CONV, filters)
+    assert result.returncode == 0, result.stderr
+    found = runs_of(store)
+    (parent,) = [run for run in found if run.data.tags.get("nnexp.search")]
+    trials = [run for run in found if run is not parent]
+    assert len(trials) == 3 and all(run.info.status == "FINISHED" for run in trials)
+    assert {run.data.params["model.conv"] for run in trials} <= {
+        "[{'filters': 2, 'kernel': 3, 'pool': 2}]",
+        "[{'filters': 4, 'kernel': 3, 'pool': 2}]",
+    }
+    best = max(trials, key=lambda run: run.data.metrics["best_validation_accuracy"])
+    assert f"model.conv={parent.data.tags['nnexp.best.model.conv']}" in best.data.tags["nnexp.overrides"]
