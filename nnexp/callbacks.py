@@ -24,14 +24,13 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from joblib import Parallel, delayed
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from nnexp import grammar, handoff, lineage, process, report, runs, store, tether
 from nnexp.adapters import joblib_launcher
 from nnexp.config import ACCEPTED, build_network, describe, sweep_jobs, validate
-from nnexp.engine import DataError, sgd
+from nnexp.engine import sgd
 from nnexp.errors import ConfigError, UserError, line
 from nnexp.handoff import SweepHandoff
 from nnexp.outcome import ended, next_command, study_outcome, sweep_outcome
@@ -126,11 +125,14 @@ def warm_up_all(parallel: Parallel, calls: list) -> None:
 
 
 def warm_up(task: dict, uri: str) -> None:
-    """In a worker: what its first job would otherwise pay for (see ``StartWorkers``). Data or a store
-    that cannot be had is left for the jobs to report, each in its line."""
-    process.prepare()
-    c = validate(OmegaConf.create(task))
-    with contextlib.suppress(UserError, DataError, MlflowException):
+    """In a worker: what its first job would otherwise pay for (see ``StartWorkers``). It never raises,
+    whatever fails: an error in any call of a ``joblib.Parallel`` makes joblib kill the pool's workers,
+    which are the launcher's too, under its running jobs. What failed here (data or a store that cannot
+    be had, a numba cache being written by the worker beside) is left for the jobs, which report it in
+    their lines if it fails again."""
+    with contextlib.suppress(Exception):
+        process.prepare()
+        c = validate(OmegaConf.create(task))
         store.open_store(uri)
         loaded = process.dataset(c.data.name, c.data.train_size, c.data.expand, c.dtype)
         net = build_network(c)

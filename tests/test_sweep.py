@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from joblib import Parallel, delayed
 from mlflow.tracking import MlflowClient
 
 SMOKE = ("experiment=smoke", "data=digits")
@@ -130,3 +131,17 @@ def test_ctrl_c_ends_the_jobs_and_the_parent_killed(tmp_path, store, interruptib
         f"resume: python -m nnexp.run resume={parent.info.run_id}"
     ]
     assert err.splitlines()[0].startswith(f"sweep {parent.info.run_id} KILLED: http://127.0.0.1:5000/")
+
+
+@pytest.mark.slow
+def test_a_warm_up_that_fails_raises_nothing_in_the_launchers_pool(tmp_path):
+    """An error in any ``joblib.Parallel`` call kills the pool's workers, the launcher's jobs with them
+    (seen once under load: test_search's joblib study). Workers that cannot warm up say nothing."""
+    from nnexp.callbacks import warm_up
+
+    bad = {"train": {"eta": "abc"}}  # a task no config accepts
+    pool = Parallel(n_jobs=2, backend="loky")
+    assert pool(delayed(warm_up)(bad, f"sqlite:///{tmp_path / 'mlflow.db'}") for _ in range(2)) == [
+        None,
+        None,
+    ]
