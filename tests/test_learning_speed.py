@@ -103,8 +103,15 @@ def test_the_harness_logs_speeds_from_step_0_and_a_resumed_run_matches(store, nn
     assert nnexp_command(f"resume={first.info.run_id}", "train.epochs=4").returncode == 0
     c = config.validate(composer(*run, "train.epochs=4"))
     digits = data.load("digits")
-    net = config.build_network(c, digits.n_inputs, digits.n_classes)
-    whole = sgd(net, digits, 4, c.train.batch_size, c.train.eta, backend="numpy", learning_speed=True)
+    whole = sgd(
+        config.build_network(c),
+        digits,
+        4,
+        c.train.batch_size,
+        c.train.eta,
+        backend="numpy",
+        learning_speed=True,
+    )
     assert curves(client, first.info.run_id, keys) == {k: [(m[EPOCH], m[k]) for m in whole] for k in keys}
 
 
