@@ -47,7 +47,7 @@ reproduce: install
 	$(PY) -m nnexp.book
 
 # Chapter 6's rows 1-4 as sweeps of 3 seeds, then RESULTS.md again (after `make reproduce`, whose runs
-# it reads too): about N hours here.
+# it reads too): about 80 minutes on 2 cores here (rows 5-8: README, "Chapter 6").
 reproduce-ch6: install
 	for e in $(CH6); do $(PY) -m nnexp.run -m $(PARALLEL) experiment=$$e || exit 1; done
 	$(PY) -m nnexp.book

@@ -30,7 +30,7 @@ from commands import run_in_process
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from nnexp import report
+from nnexp import ensemble, report
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -202,6 +202,20 @@ EXAMPLES = {
         "train.epochs=2", "seed=1", why=f"five seeds: {LONG}"
     ),
     "python -m nnexp.report --experiment ch5_learning_speed": RUN,
+    "python -m nnexp.run experiment=ch6_conv2_relu train.epochs=1": RUN,
+    "python -m nnexp.run -m experiment=ch6_conv2_relu": short(
+        "data.train_size=1000", "train.epochs=1", "seed=1,2", why="three seeds of 60 epochs: hours"
+    ),
+    "python -m nnexp.run -m experiment=ch6_conv1 'model.conv=[{filters:20,kernel:5,pool:2}],"
+    "[{filters:40,kernel:5,pool:2}]'": short(
+        "data.train_size=1000", "train.epochs=1", "seed=1", why="60 epochs a network: an hour"
+    ),
+    "python -m nnexp.ensemble --sweep <sweep run id>": Example("run", id="last sweep"),
+    "make reproduce-ch6": skip("hours: tests/test_experiments.py trains each of its experiments an epoch"),
+    "python -m nnexp.run -m experiment=ch6_dropout hydra/launcher=submitit_slurm "
+    "hydra.launcher.partition=cpu hydra.launcher.timeout_min=360": skip(
+        "SLURM: tests/test_server.py sweeps with submitit_local"
+    ),
 }
 # Sections whose commands this test leaves to others, and why: every command in them is theirs.
 ELSEWHERE = {
@@ -366,17 +380,17 @@ class Story:
         return sorted(changed, key=lambda run: (int(run.data.tags.get("nnexp.job", 0)), run.info.start_time))
 
     def run(self, argv: list[str]) -> list[Run]:
-        """``python -m nnexp.run *argv`` or ``python -m nnexp.report *argv`` here, in this process;
+        """``python -m nnexp.run *argv`` (or ``nnexp.report``, ``nnexp.ensemble``) here, in this process;
         the runs it ended (a command of the same arguments run before is not run again)."""
         if tuple(argv) in self.done:
             return self.done[tuple(argv)]
         before = self.state()
         self.capfd.readouterr()
-        if argv[:3] == ["python", "-m", "nnexp.report"]:
+        if argv[:3] in (["python", "-m", "nnexp.report"], ["python", "-m", "nnexp.ensemble"]):
             with pytest.MonkeyPatch.context() as here:
                 here.chdir(self.where)
                 here.delenv("MLFLOW_TRACKING_URI", raising=False)
-                status = report.main(argv[3:])
+                status = {"nnexp.report": report.main, "nnexp.ensemble": ensemble.main}[argv[2]](argv[3:])
         else:
             assert argv[:3] == ["python", "-m", "nnexp.run"]
             status = run_in_process(self.where, *argv[3:], env={"MLFLOW_TRACKING_URI": None})
