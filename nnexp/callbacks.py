@@ -128,8 +128,7 @@ def warm_up(task: dict, uri: str) -> None:
     """In a worker: what its first job would otherwise pay for (see ``StartWorkers``). It never raises,
     whatever fails: an error in any call of a ``joblib.Parallel`` makes joblib kill the pool's workers,
     which are the launcher's too, under its running jobs. What failed here (data or a store that cannot
-    be had, a numba cache being written by the worker beside) is left for the jobs, which report it in
-    their lines if it fails again."""
+    be had, or anything else) is left for the jobs, which report it in their lines if it fails again."""
     with contextlib.suppress(Exception):
         process.prepare()
         c = validate(OmegaConf.create(task))

@@ -98,10 +98,6 @@ class Dataset:
         return self.train.pixels.shape[1]
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return IMAGE_SHAPES[self.name]
-
-    @property
     def n_classes(self) -> int:
         return N_CLASSES
 
