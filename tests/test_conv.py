@@ -28,10 +28,7 @@ CONV = (
 
 def runs_of(store: str) -> list:
     client = MlflowClient(store)
-    found = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()], order_by=["start_time"]
-    )
-    return [client.get_run(run.info.run_id) for run in found]
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["start_time"])
 
 
 KEYS = ("train_accuracy", "validation_accuracy", "test_accuracy", "train_cost")
