@@ -279,6 +279,16 @@ def _chapter_6() -> tuple[Row, ...]:
 CHAPTER_6 = _chapter_6()
 ROWS = CHAPTERS_1_TO_5 + CHAPTER_6
 
+# network3's conventions set against nnexp's own on row ch6.1's network (minutes a run, where the other
+# rows take hours): by experiment, the params of its runs as network3 ran them, the first line of its
+# table; its other runs each change one or more of these. network3's L2 needs no runs: it is nnexp's
+# with lmbda times the mini-batch size, step for step (L2_EQUIVALENCE, a test).
+CONVENTIONS = {
+    "ch6_fc_conventions": {"train.order": "fixed", "init.name": "network3"},
+    "ch6_fc_dropout_scaling": {"regularization.scaling": "network3"},
+}
+L2_EQUIVALENCE = "tests/test_layers.py::test_network3s_l2_is_the_books_with_lmbda_times_the_batch_size"
+
 # Experiments of what chapter 3 describes without running it on MNIST: no book number to compare with.
 BEYOND = (
     "ch3_quadratic_vs_crossentropy",
@@ -887,7 +897,58 @@ def chapter_6_section(sweeps: Mapping[str, ExperimentRuns], reference: Reference
         "",
         *book_table(CHAPTER_6, sweeps, reference),
         "",
+        *conventions_section(sweeps),
     ]
+
+
+def conventions_section(sweeps: Mapping[str, ExperimentRuns]) -> list[str]:
+    """What each of network3's conventions does to a row: chapter 6's figure over each setting's seeds,
+    network3's setting first, then nnexp's, by the difference of their medians."""
+    lines = [
+        "### network3's conventions, one at a time",
+        "",
+        "network3.py takes its mini-batches in the same order every epoch, draws its own initial weights",
+        "and scales dropout in evaluation; nnexp shuffles every epoch, draws N(0, 1/n_in) weights (`scaled`)",
+        "and scales dropout in training (`inverted`) unless told otherwise. Each setting below is row",
+        "ch6.1's network (FC 100, sigmoid, softmax, eta 0.1, 60 epochs) over the same seeds; the figure is",
+        "chapter 6's, the test accuracy at the epoch of the best validation accuracy, its median (range).",
+        "network3's L2 (`regularization=l2_network3`) is nnexp's `l2` with lmbda times the mini-batch size,",
+        f"step for step (`{L2_EQUIVALENCE}`): a unit of lmbda, not another network.",
+        "",
+        "| experiment | setting | test % at best epoch, median (range) | seeds | against network3's "
+        "| wall time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, network3 in CONVENTIONS.items():
+        lines += convention_lines(name, network3, sweeps.get(name))
+    return [*lines, ""]
+
+
+def convention_lines(name: str, network3: Mapping[str, str], sweep: ExperimentRuns | None) -> list[str]:
+    """One line per setting of ``network3``'s params among the sweep's runs, network3's first; a run
+    counts once it has trained an epoch."""
+    if sweep is None:
+        return [f"| `{name}` | not run here: `python -m nnexp.run -m experiment={name}` |  |  |  |  |"]
+    settings: dict[tuple[str, ...], list[Run]] = {tuple(network3.values()): []}
+    for run in _by_seed(sweep.runs):
+        settings.setdefault(tuple(run.data.params.get(k, "?") for k in network3), []).append(run)
+    lines: list[str] = []
+    theirs = None
+    for values, setting in settings.items():
+        summaries = [sweep.summary(run) for run in setting]
+        figures = [
+            100 * s[TEST_ACCURACY_AT_BEST_EPOCH] for s in summaries if TEST_ACCURACY_AT_BEST_EPOCH in s
+        ]
+        median = statistics.median(figures) if figures else None
+        if not lines:
+            theirs, against = median, "network3's"
+        else:
+            against = "" if median is None or theirs is None else f"{median - theirs:+.2f} pp"
+        shown = " ".join(f"{k.removesuffix('.name')}={v}" for k, v in zip(network3, values, strict=True))
+        spread = f"{median:.2f}% ({min(figures):.2f}-{max(figures):.2f}%)" if figures else "no epoch yet"
+        seeds = _seed_list(setting)
+        lines.append(f"| `{name}` | {shown} | {spread} | {seeds} | {against} | {wall_time(sweep)} |")
+    return lines
 
 
 SPEED_FIGURE = "learning_speed_4_hidden_layers.png"  # the README's chapter-5 figure
@@ -950,7 +1011,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = args.out / "results"
     names = dict.fromkeys([row.experiment for row in CHAPTERS_1_TO_5] + list(BEYOND))
     sweeps = {name: load_sweep(client, name, figures) for name in names}
-    for name in dict.fromkeys(row.experiment for row in CHAPTER_6):
+    for name in dict.fromkeys([*(row.experiment for row in CHAPTER_6), *CONVENTIONS]):
         if (sweep := load_sweep_if_run(client, name, figures)) is not None:
             sweeps[name] = sweep
     speed_figure(sweeps["ch5_learning_speed"], figures)

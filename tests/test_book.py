@@ -4,6 +4,7 @@ through the command line, in this process."""
 import copy
 import csv
 import dataclasses
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -256,9 +257,15 @@ def test_a_chapter_6_experiment_not_run_here_is_said_so(learning_rate_sweep, tmp
     _, where = learning_rate_sweep
     uri = f"sqlite:///{where / 'mlflow.db'}"
     assert book.load_sweep_if_run(store.connect(uri), "ch6_conv2", tmp_path) is None
-    header, rule, *rows = book.chapter_6_section({}, NO_REFERENCE)[-len(book.CHAPTER_6) - 3 : -1]
-    assert header.startswith("| row |") and len(rows) == len(book.CHAPTER_6)
+    section = book.chapter_6_section({}, NO_REFERENCE)
+    start = section.index(next(line for line in section if line.startswith("| row |")))
+    rows = section[start + 2 : start + 2 + len(book.CHAPTER_6)]
     assert all("| not run here |  | not comparable: no sweep |  |  |" in row for row in rows)
+    assert section[start + 2 + len(book.CHAPTER_6)] == ""
+    assert [line for line in section if "| not run here: `python -m nnexp.run -m experiment=" in line] == [
+        f"| `{name}` | not run here: `python -m nnexp.run -m experiment={name}` |  |  |  |  |"
+        for name in book.CONVENTIONS
+    ]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert book.main([]) == 1
@@ -283,6 +290,39 @@ def test_the_vote_is_read_from_the_sweeps_run(learning_rate_sweep):
     assert book.chapter_6_cells(dataclasses.replace(CH6_ROW_8, book_runs=3, epochs=2), voted).verdict == (
         "-0.06 pp, yes"
     )
+
+
+def test_each_convention_is_set_against_network3s_over_its_seeds(learning_rate_sweep):
+    """A setting is a value of the experiment's params, network3's first, each other by the difference
+    of the medians. Here the params are the seeds themselves (one run a setting), then one no run has."""
+    sweep, _ = learning_rate_sweep
+    figure = {
+        run.data.tags["nnexp.seed"]: 100 * run.data.metrics[TEST_ACCURACY_AT_BEST_EPOCH] for run in sweep.runs
+    }
+    cells = [
+        line.split(" | ")[1:5] for line in book.convention_lines("ch1_learning_rate", {"seed": "2"}, sweep)
+    ]
+    assert cells == [
+        ["seed=2", f"{figure['2']:.2f}% ({figure['2']:.2f}-{figure['2']:.2f}%)", "2", "network3's"],
+        [
+            "seed=1",
+            f"{figure['1']:.2f}% ({figure['1']:.2f}-{figure['1']:.2f}%)",
+            "1",
+            f"{figure['1'] - figure['2']:+.2f} pp",
+        ],
+        [
+            "seed=3",
+            f"{figure['3']:.2f}% ({figure['3']:.2f}-{figure['3']:.2f}%)",
+            "3",
+            f"{figure['3'] - figure['2']:+.2f} pp",
+        ],
+    ]
+    network3, others = book.convention_lines("ch1_learning_rate", {"init.name": "network3"}, sweep)
+    assert network3.split(" | ")[1:5] == ["init=network3", "no epoch yet", "", "network3's"]
+    median, low, high = statistics.median(figure.values()), min(figure.values()), max(figure.values())
+    drawn = f"init={sweep.runs[0].data.params['init.name']}"  # chapter 1's: large
+    assert others.split(" | ")[1:5] == [drawn, f"{median:.2f}% ({low:.2f}-{high:.2f}%)", "1-3", ""]
+    assert others.endswith(f"| {book.wall_time(sweep)} |")
 
 
 def test_chapter_6_rows_judge_the_epochs_and_seeds_their_experiments_run():
