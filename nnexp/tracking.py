@@ -40,8 +40,20 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = "null" if value is None else str(value)
+            flat[f"{prefix}{key}"] = _text(value)
     return flat
+
+
+def _text(value: object) -> str:
+    """A param's value: a list as Python shows it ("[100, 30]"), but each mapping in it (a conv-pool
+    layer) as an override writes it, "{filters:20,kernel:5,pool:2}", not as a Python dict."""
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{key}:{_text(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_text(item) for item in value) + "]"
+    return str(value)
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:

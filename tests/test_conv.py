@@ -46,7 +46,7 @@ def test_a_conv_run_is_logged_served_reported_and_trained_further_bit_for_bit(
     assert result.returncode == 0, result.stderr
     (run,) = runs_of(store)
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.conv"] == "[{'filters': 4, 'kernel': 3, 'pool': 2}]"
+    assert run.data.params["model.conv"] == "[{filters:4,kernel:3,pool:2}]"  # as the override wrote it
     metrics, history = run.data.metrics, accuracies(store, run.info.run_id)
     best_epoch = int(metrics[BEST_EPOCH])
     assert metrics[TEST_ACCURACY_AT_BEST_EPOCH] == history["test_accuracy"][best_epoch - 1]
@@ -87,8 +87,9 @@ def test_a_search_chooses_among_conv_nets(store, nnexp_command):
     trials = [run for run in found if run is not parent]
     assert len(trials) == 3 and all(run.info.status == "FINISHED" for run in trials)
     assert {run.data.params["model.conv"] for run in trials} <= {
-        "[{'filters': 2, 'kernel': 3, 'pool': 2}]",
-        "[{'filters': 4, 'kernel': 3, 'pool': 2}]",
+        "[{filters:2,kernel:3,pool:2}]",
+        "[{filters:4,kernel:3,pool:2}]",
     }
     best = max(trials, key=lambda run: run.data.metrics["best_validation_accuracy"])
+    assert best.data.params["model.conv"] == parent.data.tags["nnexp.best.model.conv"]
     assert f"model.conv={parent.data.tags['nnexp.best.model.conv']}" in best.data.tags["nnexp.overrides"]
