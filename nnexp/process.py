@@ -40,7 +40,6 @@ MLFLOW_ENVIRONMENT = {
 # it in conf/config.yaml; MLflow's own MLFLOW_LOGGING_LEVEL follows it unless set. A sweep's jobs
 # inherit it with the environment.
 LOG_LEVEL = "NNEXP_LOG_LEVEL"
-INTERRUPTED = 130  # the exit status after Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
 
 
 @functools.cache
@@ -75,7 +74,7 @@ def prepare() -> None:
 # operating system, and Python never promises to finalize objects still alive at exit anyway.
 
 
-_interrupts: list[int] = []  # the SIGINTs this process received (``interrupted``)
+_interrupts: list[int] = []  # the SIGINTs (and SIGTERMs: ``stop_on_sigterm``) this process received
 
 
 def _note_interrupt(signum: int, frame: object) -> None:
@@ -84,10 +83,30 @@ def _note_interrupt(signum: int, frame: object) -> None:
     signal.default_int_handler(signum, frame)
 
 
+def stop_on_sigterm() -> None:
+    """In the process a user started: SIGTERM (``kill``, a scheduler's stop) interrupts it as Ctrl-C
+    does, so that its run, or its sweep and the sweep's runs here, end KILLED instead of being left
+    RUNNING by Python's default, which dies on the spot. Not in a sweep's workers: loky stops its own
+    with SIGTERM, and submitit's jobs ignore it (SLURM sends it ahead of the SIGUSR2 that requeues)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _note_interrupt)
+
+
 def interrupted() -> bool:
-    """Whether Ctrl-C reached this process: a sweep's exit hook then ends its parent run KILLED, not
-    FAILED. (Once caught, a ``KeyboardInterrupt`` leaves no trace but this.)"""
+    """Whether Ctrl-C (or a SIGTERM it stands for) reached this process: a sweep's exit hook then ends
+    its parent run KILLED, not FAILED. (Once caught, a ``KeyboardInterrupt`` leaves no trace but this.)"""
     return bool(_interrupts)
+
+
+def interruption() -> str:
+    """What interrupted this process, as a KILLED run's failure_reason says it."""
+    return "interrupted" if not _interrupts or _interrupts[-1] == signal.SIGINT else "terminated (SIGTERM)"
+
+
+def exit_status() -> int:
+    """The status an interrupted process exits with: 128 + the signal, as a shell reports a process that
+    signal ended (130 after Ctrl-C, 143 after SIGTERM)."""
+    return 128 + (_interrupts[-1] if _interrupts else signal.SIGINT)
 
 
 @functools.lru_cache(maxsize=1)

@@ -282,17 +282,19 @@ def accuracies(metrics: Metrics) -> str:
 def command(argv: Sequence[str]) -> None:
     """``python -m nnexp.run *argv``: a ``resume=<id>`` becomes the run's own command line, then Hydra
     runs ``main`` (or a sweep of it); bad input ends in one line and exit status 1, Ctrl-C in exit
-    status 130 once the run or sweep has said how to resume it (no traceback). ``--verbose`` shows the
+    status 130 (SIGTERM in 143) once the run or sweep has said how to resume it (no traceback).
+    ``--verbose`` shows the
     libraries' own log lines too."""
     if VERBOSE in argv:
         os.environ[process.LOG_LEVEL] = "INFO"
     process.prepare()
+    process.stop_on_sigterm()
     try:
         with config.one_line_errors():
             sys.argv[1:] = resume.command_line([arg for arg in argv if arg != VERBOSE])
             main()
     except KeyboardInterrupt:
-        sys.exit(process.INTERRUPTED)
+        sys.exit(process.exit_status())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from nnexp import lineage, runs
+from nnexp import lineage, process, runs
 from nnexp.engine import DivergenceError, Network, summarize
 from nnexp.engine.history import EPOCH, EPOCH_SECONDS, ETA, INITIAL, OBJECTIVE, Metrics, learning_speed
 from nnexp.grammar import RESUME
@@ -215,9 +215,9 @@ def ending(run: TrackedRun, finish: bool = True) -> Iterator[TrackedRun]:
     completes, unless ``finish`` is False: the run goes on after it).
 
     Divergence is a result, not a crash: the run ends FAILED with a failure_reason and the epochs it had,
-    and the exception is swallowed so a sweep goes on. Ctrl-C and an exit asked for by a signal handler
-    (submitit's, when a scheduler preempts the job) end it KILLED, anything else FAILED; all are
-    re-raised.
+    and the exception is swallowed so a sweep goes on. Ctrl-C (or SIGTERM: ``process.stop_on_sigterm``)
+    and an exit asked for by a signal handler (submitit's, when a scheduler preempts the job) end it
+    KILLED, anything else FAILED; all are re-raised.
     """
     try:
         yield run
@@ -225,7 +225,7 @@ def ending(run: TrackedRun, finish: bool = True) -> Iterator[TrackedRun]:
         run.log_summary()
         run.end(Status.FAILED, reason=f"diverged: {error}")
     except KeyboardInterrupt:
-        run.end(Status.KILLED, reason="interrupted")
+        run.end(Status.KILLED, reason=process.interruption())
         raise
     except SystemExit as stop:  # submitit's answer to a preemption or time-out: checkpointed, requeued
         run.end(

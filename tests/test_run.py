@@ -158,7 +158,15 @@ def test_same_config_and_seed_give_identical_histories(store, nnexp_command):
 
 
 @pytest.mark.mnist
-def test_ctrl_c_ends_the_run_killed_in_two_lines_that_say_how_to_resume_it(tmp_path, store, interruptible):
+@pytest.mark.parametrize(
+    "stop, status, reason",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_ends_the_run_killed_in_two_lines_that_say_how_to_resume_it(
+    tmp_path, store, interruptible, stop, status, reason
+):
+    """SIGTERM (``kill``, a scheduler) as Ctrl-C: Python's default would die leaving the run RUNNING."""
     process = subprocess.Popen(
         [sys.executable, "-m", "nnexp.run", "train.epochs=30"],
         cwd=tmp_path,
@@ -168,11 +176,11 @@ def test_ctrl_c_ends_the_run_killed_in_two_lines_that_say_how_to_resume_it(tmp_p
         preexec_fn=interruptible,
     )
     assert "epoch 1/30" in process.stdout.readline()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130  # 128 + SIGINT, as shells say
+    assert process.returncode == status  # 128 + the signal, as shells say
     _, (run,) = all_runs(store)
-    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "interrupted"
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == reason
     run_id, epochs = run.info.run_id, len(MlflowClient(store).get_metric_history(run.info.run_id, "eta"))
     assert "Traceback" not in err and all(" | epoch " in line for line in out.splitlines())
     assert err.splitlines() == [
