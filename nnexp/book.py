@@ -754,7 +754,7 @@ def ensemble_cells(row: Row, sweep: ExperimentRuns) -> Cells:
         command = f"`python -m nnexp.ensemble --sweep {sweep.parent.info.run_id}`"
         return Cells(f"not voted: {command}", "", "not comparable: not voted", _seed_list(runs))
     accuracy, voters = metrics[Summary.ENSEMBLE_TEST_ACCURACY], int(metrics[Summary.ENSEMBLE_VOTERS])
-    wrong = round((1 - accuracy) * 10_000)  # of MNIST's 10,000 test images, as the book counts them
+    wrong = int(metrics[Summary.ENSEMBLE_TEST_ERRORS])
     text = f"{100 * accuracy:.2f}% ({wrong} errors, the vote of {voters} networks)"
     judged = _not_comparable(row, sweep, runs, voters) or verdict(row, 100 * accuracy)
     return Cells(text, "", judged, _seed_list(runs))

@@ -101,6 +101,7 @@ def log(client: MlflowClient, sweep_id: str, result: Vote) -> None:
         )
         client.log_metric(sweep_id, Summary.ENSEMBLE_TEST_ACCURACY, result.accuracy)
         client.log_metric(sweep_id, Summary.ENSEMBLE_VOTERS, len(result.voters))
+        client.log_metric(sweep_id, Summary.ENSEMBLE_TEST_ERRORS, len(wrong))
         client.log_artifact(sweep_id, str(figure))
 
 

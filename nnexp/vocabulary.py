@@ -51,3 +51,4 @@ class Summary:
     BEST_TRIAL = "best_trial"
     ENSEMBLE_TEST_ACCURACY = "ensemble_test_accuracy"  # on a sweep's parent: its networks' vote (chapter 6)
     ENSEMBLE_VOTERS = "ensemble_voters"  # ... and how many networks voted
+    ENSEMBLE_TEST_ERRORS = "ensemble_test_errors"  # ... and how many test images it got wrong (the book's 33)

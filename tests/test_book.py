@@ -283,6 +283,7 @@ def test_the_vote_is_read_from_the_sweeps_run(learning_rate_sweep):
     client = store.connect(f"sqlite:///{where / 'mlflow.db'}")
     client.log_metric(parent, Summary.ENSEMBLE_TEST_ACCURACY, 0.9961)
     client.log_metric(parent, Summary.ENSEMBLE_VOTERS, 3)
+    client.log_metric(parent, Summary.ENSEMBLE_TEST_ERRORS, 39)
     voted = dataclasses.replace(sweep, parent=client.get_run(parent))
     cells = book.chapter_6_cells(CH6_ROW_8, voted)
     assert cells.nnexp == "99.61% (39 errors, the vote of 3 networks)"

@@ -42,6 +42,7 @@ def test_the_sweeps_networks_vote_and_the_parent_gets_the_vote(sweep, monkeypatc
     parent = client.get_run(parent_id)
     assert parent.data.metrics[Summary.ENSEMBLE_VOTERS] == 3
     assert parent.data.metrics[Summary.ENSEMBLE_TEST_ACCURACY] == pytest.approx(np.mean(by_hand == test.y))
+    assert parent.data.metrics[Summary.ENSEMBLE_TEST_ERRORS] == np.sum(by_hand != test.y)
     assert ensemble.FIGURE in {artifact.path for artifact in client.list_artifacts(parent_id)}
     assert parent.info.status == Status.FINISHED
     out = capsys.readouterr().out
