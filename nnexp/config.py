@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import (
@@ -246,6 +246,22 @@ def _accepted(schema: type, prefix: str = "") -> Iterator[tuple[str, Accepts]]:
 ACCEPTED: dict[str, Accepts] = dict(_accepted(Config))  # every leaf key of the schema, in its order
 
 
+def _listed(schema: type, prefix: str = "") -> Iterator[tuple[type, str]]:
+    """Each dataclass that a key of ``schema`` holds a list of, with that key: ``ConvPoolConfig`` in
+    ``model.conv``."""
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _listed(hint, f"{prefix}{f.name}.")
+        elif get_origin(hint) is list and dataclasses.is_dataclass(get_args(hint)[0]):
+            yield get_args(hint)[0], prefix + f.name
+
+
+# OmegaConf names a field of a listed dataclass alone ("filters"): the list's key names it in a refusal
+LISTED: dict[type, str] = dict(_listed(Config))
+
+
 def register() -> None:
     """Make the schema available to ``conf/config.yaml`` (its first default). Idempotent."""
     ConfigStore.instance().store(name="nnexp_schema", node=Config)
@@ -383,8 +399,8 @@ def _described(error: OmegaConfBaseException) -> str:
     what ``train.eta=0`` is told. Any other key (a group of keys, a search's setting) is told what its
     type accepts."""
     full_key = error.full_key
-    if error.object_type is ConvPoolConfig and full_key == error.key:  # a layer's field, named alone
-        full_key = f"model.conv[].{error.key}"
+    if error.object_type in LISTED and full_key == error.key:  # a field of an item of a list, named alone
+        full_key = f"{LISTED[error.object_type]}[].{error.key}"
     if isinstance(error, (ConfigAttributeError, ConfigKeyError)):
         return _unknown(full_key, _schema_beside(error))
     accepts = ACCEPTED.get(re.sub(r"\[\d*\].*", "", full_key))  # model.hidden[0]: model.hidden's
