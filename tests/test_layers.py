@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 from gradients import N_TRAIN, numerical_gradient
 
-from nnexp.engine import ConvPool, FullyConnected, Network, Softmax, checkpoint, components, load, sgd
+from nnexp.engine import (
+    ConvPool,
+    FullyConnected,
+    Network,
+    Softmax,
+    checkpoint,
+    components,
+    conv_kernels,
+    load,
+    sgd,
+)
 from nnexp.engine import network as network_module
 from nnexp.engine.network import one_hot
 from nnexp.engine.training import TrainingState, backend_for, train_chunk, update
@@ -128,6 +138,16 @@ def test_a_tied_pooling_block_passes_its_error_to_one_position():
     for f, j, k, l, m in itertools.product(range(2), range(2), range(2), range(2), range(2)):
         expected[:, 0, 2 * j + l, 2 * k + m] += w[f, 0, l, m] * d[:, f, j, k]  # from position (2j, 2k)
     np.testing.assert_allclose(error, expected.reshape(3, 25), rtol=1e-6)
+
+
+def test_a_nan_anywhere_in_a_pooling_block_is_its_maximum():
+    """As np.maximum has it: a run whose maps turn NaN is seen to diverge, not pooled past it."""
+    z = np.zeros((1, 2, 2, 3), np.float32)  # (filters, 2 x 2 block, n): the NaN at each place in turn
+    z[0, 0, 1, 0] = z[0, 1, 0, 1] = z[0, 1, 1, 2] = np.nan
+    z[0, 1, 1, 0] = 5.0  # a larger number after the NaN does not displace it
+    pooled, where = np.empty((1, 1, 1, 3), np.float32), np.empty((1, 1, 1, 3), np.uint8)
+    conv_kernels.max_pool(z, 2, pooled, where)
+    assert np.isnan(pooled).all() and where.ravel().tolist() == [1, 2, 3]
 
 
 def test_the_issues_network_has_the_shapes_of_network3():

@@ -60,8 +60,9 @@ LAYERS = {
     ],
 }
 # Deferred on purpose, to keep a heavy library out of the processes that do not need it: the search
-# (Optuna) and the compiled training loop (numba). No other import of nnexp's own may sit in a function.
-DEFERRED = {"nnexp.search", "nnexp.engine.fast"}
+# (Optuna), the compiled training loop and the conv layer's compiled loops (numba). No other import of
+# nnexp's own may sit in a function.
+DEFERRED = {"nnexp.search", "nnexp.engine.fast", "nnexp.engine.conv_kernels"}
 
 
 def _modules() -> dict[str, Path]:

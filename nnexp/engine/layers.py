@@ -244,6 +244,8 @@ class ConvPool:
     def forward(self, a: Array, w: Array, b: Array, keep: bool = False) -> tuple[Array, Array | None]:
         # c channels, f filters, k kernel, p pool; H x W the maps in, P x Q the pooled maps out, and
         # pP x pQ the convolved positions that pooling covers.
+        from nnexp.engine import conv_kernels  # imports numba: only in a process that runs conv layers
+
         n = a.shape[0]
         (c, H, W), (f, P, Q), k, p = self.in_shape, self.out_shape, self.kernel, self.pool
         x = self.buffer("x", (c, H, W, n), a.dtype)
@@ -253,20 +255,10 @@ class ConvPool:
         columns = columns.reshape(c * k * k, -1)
         z = self.buffer("z", (f, p * P, p * Q, n), a.dtype)
         np.matmul(w.reshape(f, -1), columns, out=z.reshape(f, -1))  # (f, c k k) @ (c k k, pP pQ n)
-        # Max-pooling, first down each block's rows then across its columns; training also notes
-        # which row, then which column, held each maximum, while z is still in the cache.
-        tall = _max_of_rows(
-            z.reshape(f, P, p, p * Q * n),
-            self.buffer("tall", (f, P, p * Q, n), a.dtype),
-            self.buffer("row_of_max", (f, P, p * Q * n), np.dtype(np.uint8)) if keep else None,
-        )
-        top = _max_of_rows(
-            tall.reshape(f, P * Q, p, n),
-            self.buffer("top", (f, P, Q, n), a.dtype),
-            self.buffer("column_of_max", (f, P * Q, n), np.dtype(np.uint8)) if keep else None,
-        )
+        # Max-pooling, noting where each block's maximum was (training's backward needs it)
         a_out = self.buffer("a", (f, P, Q, n), a.dtype)
-        np.add(top, b[:, None, None, None], out=a_out)
+        conv_kernels.max_pool(z, p, a_out, self.buffer("where", (f, P, Q, n), np.dtype(np.uint8)))
+        a_out += b[:, None, None, None]
         self.activation.fn(a_out, out=a_out)  # (f, P, Q, n)
         rows = a_out.reshape(f * P * Q, n).T  # (n, f P Q), the network's rows: a view
         if not keep:
@@ -277,17 +269,17 @@ class ConvPool:
     def backward(
         self, delta: Array, w: Array, error: bool, weights: bool = True
     ) -> tuple[Array | None, Array, Array | None]:
+        from nnexp.engine import conv_kernels  # as the forward pass did
+
         n = delta.shape[0]
         (c, H, W), (f, P, Q), k, p = self.in_shape, self.out_shape, self.kernel, self.pool
         grad_b = delta.sum(axis=0).reshape(f, P * Q).sum(axis=1)  # BP3, summed over positions too: (f,)
-        # Back through the pooling, undoing its two steps: each block's error goes to the position of
-        # its maximum (the first, where several are equal), across the block's columns, then down its
-        # rows. (Theano's max-pooling, under network3, gives it to each of several equal ones.)
-        d = np.ascontiguousarray(delta.T)  # (f P Q, n): one error per block
-        d_tall = self.buffer("d_tall", (f, P, p * Q, n), delta.dtype)  # the error of each row's maximum
-        _route_to_max(d, self.buffers["column_of_max"], d_tall.reshape(f, P * Q, p, n))
+        # Back through the pooling: each block's error goes to the position of its maximum (the first,
+        # where several are equal: ``conv_kernels.max_pool``). (Theano's max-pooling, under network3,
+        # gives it to each of several equal ones.)
+        d = np.ascontiguousarray(delta.T).reshape(f, P, Q, n)  # one error per block
         dz = self.buffer("dz", (f, p * P, p * Q, n), delta.dtype)  # dC/dz
-        _route_to_max(d_tall, self.buffers["row_of_max"], dz.reshape(f, P, p, p * Q * n))
+        conv_kernels.route_to_max(d, self.buffers["where"], p, dz)
         dz = dz.reshape(f, -1)  # (f, pP pQ n)
         # BP4 for a shared kernel, each weight's gradient summed over every position it was used at:
         # (f, pP pQ n) @ (pP pQ n, c k k) -> (f, c, k, k)
@@ -295,48 +287,12 @@ class ConvPool:
         if not error:
             return grad_w, grad_b, None
         # BP2's product, through the unfolding: dC/dcolumns = w^T dz (c k k, pP pQ n); each input
-        # position then collects the gradients of every column it was copied into ("col2im"): one
-        # addition per kernel offset (l, m), of the whole shifted block of maps.
+        # position then collects the gradients of every column it was copied into ("col2im").
         d_columns = self.buffer("d_columns", (c, k, k, p * P, p * Q, n), delta.dtype)
         np.matmul(w.reshape(f, -1).T, dz, out=d_columns.reshape(c * k * k, -1))  # (c k k, f) @ (f, ...)
         below = self.buffer("below", (c, H, W, n), delta.dtype)
-        below.fill(0)
-        for l in range(k):
-            for m in range(k):
-                below[:, l : l + p * P, m : m + p * Q] += d_columns[:, l, m]  # (c, pP, pQ, n)
+        conv_kernels.col2im(d_columns, below)  # (c, H, W, n)
         return grad_w, grad_b, below.reshape(c * H * W, n).T  # (n, c H W): a view
-
-
-def _max_of_rows(x: Array, out: Array, row_of_max: Array | None = None) -> Array:
-    """The maximum of ``x`` ``(a, b, rows, c)`` over its short third axis, into ``out`` (``(a, b, c)``,
-    or a reshape of it): one np.maximum per row after the first, several times as fast as numpy's
-    reduction over a short middle axis. With ``row_of_max`` ``(a, b, c)``, also the first row that
-    holds each maximum."""
-    rows = x.shape[2]
-    flat = out.reshape(x.shape[0], x.shape[1], x.shape[3])
-    if rows == 1:
-        np.copyto(flat, x[:, :, 0])
-        if row_of_max is not None:
-            row_of_max.fill(0)
-        return out
-    np.maximum(x[:, :, 0], x[:, :, 1], out=flat)
-    if row_of_max is not None:
-        np.greater(x[:, :, 1], x[:, :, 0], out=row_of_max)  # 1 where row 1 holds it (0 on a tie)
-    for i in range(2, rows):
-        if row_of_max is not None:
-            np.copyto(row_of_max, i, where=x[:, :, i] > flat)
-        np.maximum(flat, x[:, :, i], out=flat)
-    return out
-
-
-def _route_to_max(d: Array, row_of_max: Array, out: Array) -> None:
-    """``_max_of_rows`` backward: the error ``d`` of each maximum goes to the row that held it, and 0
-    to the others, into ``out`` ``(a, b, rows, c)``; d and ``row_of_max`` are ``(a, b, c)``, or
-    reshapes of it."""
-    a, b, rows, c = out.shape
-    d, row_of_max = d.reshape(a, b, c), row_of_max.reshape(a, b, c)
-    for i in range(rows):
-        np.multiply(d, row_of_max == i, out=out[:, :, i])
 
 
 Layer = FullyConnected | ConvPool
