@@ -913,7 +913,9 @@ def conventions_section(sweeps: Mapping[str, ExperimentRuns]) -> list[str]:
         "ch6.1's network (FC 100, sigmoid, softmax, eta 0.1, 60 epochs) over the same seeds; the figure is",
         "chapter 6's, the test accuracy at the epoch of the best validation accuracy, its median (range).",
         "network3's L2 (`regularization=l2_network3`) is nnexp's `l2` with lmbda times the mini-batch size,",
-        f"step for step (`{L2_EQUIVALENCE}`): a unit of lmbda, not another network.",
+        f"step for step, a unit of lmbda and not another network (`{L2_EQUIVALENCE}`).",
+        "Against network3's setting: the difference of the medians, and how many of the setting's seeds",
+        "land above network3's median (about half would, were the choice to make no difference).",
         "",
         "| experiment | setting | test % at best epoch, median (range) | seeds | against network3's "
         "| wall time |",
@@ -942,8 +944,11 @@ def convention_lines(name: str, network3: Mapping[str, str], sweep: ExperimentRu
         median = statistics.median(figures) if figures else None
         if not lines:
             theirs, against = median, "network3's"
+        elif median is None or theirs is None:
+            against = ""
         else:
-            against = "" if median is None or theirs is None else f"{median - theirs:+.2f} pp"
+            above = sum(figure > theirs for figure in figures)
+            against = f"{median - theirs:+.2f} pp, {above} of {len(figures)} above"
         shown = " ".join(f"{k.removesuffix('.name')}={v}" for k, v in zip(network3, values, strict=True))
         spread = f"{median:.2f}% ({min(figures):.2f}-{max(figures):.2f}%)" if figures else "no epoch yet"
         seeds = _seed_list(setting)
