@@ -50,7 +50,13 @@ def study(folder, name: str) -> optuna.Study:
 
 @pytest.mark.parametrize(
     "launcher",
-    [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2")],
+    [
+        (),
+        pytest.param(  # trials side by side (22 s): in make test-full, the basic launcher's in make test
+            ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"),
+            marks=pytest.mark.slow,
+        ),
+    ],
     ids=["basic", "joblib"],
 )
 def test_a_study_is_a_parent_run_with_a_child_run_per_trial(tmp_path, store, nnexp_command, launcher):
