@@ -25,7 +25,14 @@ def sweep_runs(uri):
 
 
 @pytest.mark.parametrize(
-    "launcher", [(), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")], ids=["basic", "joblib"]
+    "launcher",
+    [
+        pytest.param((), id="basic"),
+        # 14 s: in make test-full; make test's joblib sweeps are tests/test_concurrency.py's
+        pytest.param(
+            ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), id="joblib", marks=pytest.mark.slow
+        ),
+    ],
 )
 def test_sweep_nests_every_job_under_one_finished_parent(store, nnexp_command, launcher):
     result = nnexp_command("-m", *launcher, *SMOKE, "cost=quadratic,crossentropy")
@@ -69,7 +76,9 @@ def test_a_diverging_job_fails_alone_and_fails_the_parent(store, nnexp_command):
     "launcher",
     [
         pytest.param((), id="basic"),
-        pytest.param(("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), id="joblib"),
+        pytest.param(
+            ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), id="joblib", marks=pytest.mark.slow
+        ),
         pytest.param(("hydra/launcher=submitit_local",), id="submitit_local", marks=pytest.mark.slow),
     ],
 )
