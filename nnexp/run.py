@@ -283,8 +283,7 @@ def command(argv: Sequence[str]) -> None:
     """``python -m nnexp.run *argv``: a ``resume=<id>`` becomes the run's own command line, then Hydra
     runs ``main`` (or a sweep of it); bad input ends in one line and exit status 1, Ctrl-C in exit
     status 130 (SIGTERM in 143) once the run or sweep has said how to resume it (no traceback).
-    ``--verbose`` shows the
-    libraries' own log lines too."""
+    ``--verbose`` shows the libraries' own log lines too."""
     if VERBOSE in argv:
         os.environ[process.LOG_LEVEL] = "INFO"
     process.prepare()

@@ -45,7 +45,7 @@ def trains_for_an_epoch(store: str, nnexp_command, names: list[str], *overrides:
 @pytest.mark.slow
 def test_every_experiment_trains_for_an_epoch(store, nnexp_command):
     """On the digits: all but chapter 6's conv nets (below). 30 s, so in make test-full: make test
-    composes and validates every job of every experiment (above), and trains each feature they use."""
+    composes and validates every job of every experiment (above), and tests each feature they use."""
     trains_for_an_epoch(
         store, nnexp_command, [name for name in EXPERIMENTS if name not in CONV], "data=digits"
     )
