@@ -43,7 +43,7 @@ from nnexp.engine.history import (
 from nnexp.errors import NotFound, UserError
 from nnexp.outcome import trial_counts
 from nnexp.plots import plot_learning_speeds
-from nnexp.vocabulary import Summary, Tag
+from nnexp.vocabulary import Status, Summary, Tag
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 TOLERANCE = 0.5  # percentage points: a row is reproduced when nnexp's peak is this close to the book's
@@ -373,14 +373,17 @@ def load_sweep_if_run(client, experiment: str, figures: Path) -> ExperimentRuns 
 
 def wall_time(sweep: ExperimentRuns | None) -> str:
     """The sweep's wall time, in hours from an hour on (chapter 6's run for days); "unfinished" while its
-    parent run has no end (a sweep under way, or killed before it could end its run)."""
+    parent run has no end (a sweep under way, or killed before it could end its run), and how a sweep
+    that did not finish ended (its runs may have been resumed alone since: their time is not in it)."""
     if sweep is None:
         return ""
     end = sweep.parent.info.end_time
     if end is None:
         return "unfinished"
     seconds = (end - sweep.parent.info.start_time) / 1000
-    return f"{seconds:.0f} s" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+    shown = f"{seconds:.0f} s" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+    status = sweep.parent.info.status
+    return shown if status == Status.FINISHED else f"{shown}, then {status}"
 
 
 class Cells(NamedTuple):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from commands import run_or_fail
+from mlflow.entities import Run, RunInfo
 from omegaconf import OmegaConf
 
 from nnexp import book, store
@@ -246,6 +247,12 @@ def test_chapter_6_runs_short_of_the_books_epochs_are_not_compared(learning_rate
     line = book.book_table([CH6_ROW_1], {ROW_3.experiment: sweep}, NO_REFERENCE)[-1]
     assert "| not comparable: 2 of 60 epochs | 1-3 | " in line and "yes" not in line
     assert line.endswith(f"| {book.wall_time(sweep)} |") and book.wall_time(sweep).endswith(" s")
+    info = sweep.parent.info
+    killed = RunInfo(
+        info.run_id, info.experiment_id, info.user_id, "KILLED", info.start_time, info.end_time, "active"
+    )
+    stopped = dataclasses.replace(sweep, parent=Run(killed, sweep.parent.data))
+    assert book.wall_time(stopped) == f"{book.wall_time(sweep)}, then KILLED"
     started = dataclasses.replace(sweep, histories={run: h.head(0) for run, h in sweep.histories.items()})
     assert book.chapter_6_cells(dataclasses.replace(CH6_ROW_1, book_runs=4), started) == book.Cells(
         "no epoch yet (seeds 1-3)", "", "not comparable: 3 of 4 runs, 0 of 60 epochs", "1-3"
