@@ -249,7 +249,13 @@ def test_chapter_6_runs_short_of_the_books_epochs_are_not_compared(learning_rate
     assert line.endswith(f"| {book.wall_time(sweep)} |") and book.wall_time(sweep).endswith(" s")
     info = sweep.parent.info
     killed = RunInfo(
-        info.run_id, info.experiment_id, info.user_id, "KILLED", info.start_time, info.end_time, "active"
+        info.run_id,
+        info.experiment_id,
+        info.user_id,
+        "KILLED",
+        info.start_time,
+        info.end_time,
+        info.lifecycle_stage,
     )
     stopped = dataclasses.replace(sweep, parent=Run(killed, sweep.parent.data))
     assert book.wall_time(stopped) == f"{book.wall_time(sweep)}, then KILLED"
