@@ -12,7 +12,8 @@ weights w and biases b with each call. The contract, for a batch of n examples:
 - ``backward(delta, w, error, weights)`` takes the layer's error delta = dC/dz ``(n, units)`` and
   returns dC/dw, dC/db and, if ``error``, dC/da of its input ``(n, n_in)``: the network multiplies
   that by the layer below's sigma'(z) to get the layer below's delta (BP2). Without ``weights`` it
-  skips dC/dw (chapter 5's speed of learning needs dC/db alone).
+  skips dC/dw (chapter 5's speed of learning needs dC/db alone). A dense layer's dC/dw is left as
+  the ``products.Product`` of its two factors, which SGD subtracts from w without storing it.
 
 The network divides delta^L by n once, so every delta here carries the 1/n of the mean and the
 gradients are plain sums. Which activation a layer applies (its own ``activation=``, the network's,
@@ -28,6 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from nnexp.engine import components
 from nnexp.engine.components import Activation
+from nnexp.engine.products import Product
 
 Array = np.ndarray
 
@@ -122,7 +124,7 @@ class FullyConnected:
         self, delta: Array, w: Array, error: bool, weights: bool = True
     ) -> tuple[Array | None, Array, Array | None]:
         grad_b = delta.sum(axis=0)  # BP3: (units,)
-        grad_w = delta.T @ self.a_in if weights else None  # BP4: (units, n) @ (n, n_in)
+        grad_w = Product(delta.T, self.a_in) if weights else None  # BP4: (units, n) @ (n, n_in)
         below = delta @ w if error else None  # BP2's product: (n, units) @ (units, n_in)
         return grad_w, grad_b, below
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from nnexp.engine import components
 from nnexp.engine.layers import LAYERS, FullyConnected, Layer, Softmax, layer_of
+from nnexp.engine.products import Product, evaluated
 
 Array = np.ndarray
 
@@ -182,7 +183,8 @@ class Network:
         masks: Sequence[Array] | None = None,
         scale: float = 1.0,
         biases_only: bool = False,
-    ) -> tuple[list[Array], list[Array]]:
+        factored: bool = False,
+    ) -> tuple[list[Array | Product], list[Array]]:
         """Mean gradient of the unregularized cost over the batch (X, Y), by the four equations, times
         ``scale`` (SGD passes eta and gets its step, saving a multiplication per parameter).
 
@@ -191,7 +193,9 @@ class Network:
         layer that drops its inputs: the layer's input is multiplied by its mask going forward, so its
         error is multiplied by the same mask coming back (folded into the layer below's sigma').
         ``biases_only`` skips BP4 (dC/dw^l is then None): the speeds of learning of chapter 5 need
-        dC/db^l alone, and BP4's product with the inputs is the largest of a pass.
+        dC/db^l alone, and BP4's product with the inputs is the largest of a pass. ``factored`` leaves
+        a dense layer's dC/dw^l as the ``Product`` of BP4's two factors, for SGD to subtract in the
+        call that computes it (``products``).
         """
         # Forward, each layer keeping the input it needs for BP4, and sigma'(z^l) of each hidden layer
         # (times the mask on its output) kept here for BP2.
@@ -206,7 +210,7 @@ class Network:
                 primes[l - 1] *= factor  # the layer below's output was multiplied: so is its sigma'
             a, prime = layer.forward(a, w, b, keep=True)
             primes.append(prime)
-        grad_w: list[Array] = [None] * len(self.weights)
+        grad_w: list[Array | Product] = [None] * len(self.weights)
         grad_b: list[Array] = [None] * len(self.biases)
         delta = self.cost.delta(a, Y)  # BP1: (n, sizes[L])
         delta *= scale / X.shape[0]
@@ -218,7 +222,7 @@ class Network:
             if l > 0:
                 delta = delta_below
                 delta *= primes[l - 1]  # BP2: ... times sigma'(z^{l-1}): (n, sizes[l-1])
-        return grad_w, grad_b
+        return (grad_w if factored else [evaluated(g) for g in grad_w]), grad_b
 
     def _input_factors(self, masks: Sequence[Array] | None) -> list[Array | float | None]:
         """What multiplies each layer's input: its dropout mask while training (``masks``), the

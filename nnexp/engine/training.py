@@ -32,6 +32,7 @@ from nnexp.engine.history import (
     learning_speed,
 )
 from nnexp.engine.network import Array, Network, one_hot
+from nnexp.engine.products import subtract
 
 SCHEDULES = ("constant", "halve")
 HALVINGS = 7  # the book's schedule stops when eta has dropped to eta/128 = eta/2^7
@@ -339,13 +340,13 @@ def update(
     unregularized cost (with momentum, if any). n is the n of the penalty's lmbda/n (the size of the
     training set, or network3's number of mini-batches: ``regularizer.divisor``); ``masks`` are the
     dropout masks of the batch's rows (``Network.dropout_masks``), for a network with dropout."""
-    steps_w, steps_b = net.backprop(X, Y, masks, scale=eta)  # eta times the gradient
+    steps_w, steps_b = net.backprop(X, Y, masks, scale=eta, factored=True)  # eta times the gradient
     for w in net.weights:
         net.regularizer.decay(w, eta, n)
     for i, (p, step) in enumerate(zip(net.weights + net.biases, steps_w + steps_b, strict=True)):
         if velocities is None:
-            p -= step
+            subtract(p, step)  # p -= step
         else:
             velocities[i] *= momentum
-            velocities[i] -= step
+            subtract(velocities[i], step)
             p += velocities[i]
