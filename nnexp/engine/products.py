@@ -21,7 +21,7 @@ expit). That comes with two costs, paid here:
   conda, is left alone). Setting the limit around each call instead cost some 15 microseconds a
   call: OpenBLAS does more than store the number.
 - The call costs some 8 microseconds more than numpy's, more than it saves on a small layer (the
-  break-even measured here was about 25,000 weights): below ``FUSED_FROM`` weights the step is
+  break-even measured here was about 16,000 weights): below ``FUSED_FROM`` weights the step is
   computed and then subtracted, as the book writes it.
 """
 
@@ -36,7 +36,7 @@ from threadpoolctl import ThreadpoolController
 
 Array = np.ndarray
 
-FUSED_FROM = 1 << 16  # weights
+FUSED_FROM = 1 << 14  # weights
 
 
 class Product:
