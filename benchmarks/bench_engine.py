@@ -19,7 +19,10 @@ turns (floor, engine, torch, floor, ...) CONV_ROUNDS times so that all see the s
 best of each is scaled to 50,000 images. These are the process's CPU seconds (all on one thread): on
 a machine shared with other work the wall clock also counts the waits for a core, which made it vary
 threefold from run to run here; the CPU time is what an idle core takes (cache and memory bandwidth
-still shared).
+still shared). Even so the machine's speed drifts: the ratio of two bests, each from whichever round
+was quickest for it, moved from 1.71 to 2.18 between runs of the same code. The ratios shown are
+instead the median over the rounds of each round's own ratio, epochs timed one after the other
+under the same load: 1.94 to 1.97 over the same runs.
 
 Then what the compiled backend costs a fresh process (importing the engine, compiling or loading the
 compiled code), and the peak memory of a default 30-epoch run.
@@ -32,6 +35,7 @@ ratios matter more than the seconds.
 
 import importlib.util
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,17 +223,17 @@ def conv_speed(name: str, convs) -> None:
     for _ in range(CONV_ROUNDS):
         for what, epoch in contenders.items():
             seconds[what].append(epoch() * 50_000 / CONV_IMAGES)
-    best = {what: min(times) for what, times in seconds.items()}
-    floor = best["matrix products alone (floor)"]
+    floors = seconds["matrix products alone (floor)"]
     numpy_before, torch_before = CONV_MEASURED[name]
     print(
         f"\n{name}: {' + '.join(f'conv-pool {c.filters}' for c in convs)}, FC 100, softmax 10; sigmoid, "
         f"mini-batch 10, float32; CPU s per 50,000-image training epoch (best of {CONV_ROUNDS}, "
-        f"{CONV_IMAGES:,} images each)"
+        f"{CONV_IMAGES:,} images each), and its ratio to the floor (the median of the rounds' ratios)"
     )
     print(f"  {'':<32}{'s/epoch':>9}{'x floor':>9}")
-    for what, fastest in best.items():
-        print(f"  {what:<32}{fastest:>9.2f}{fastest / floor:>8.2f}x")
+    for what, times in seconds.items():
+        ratio = statistics.median(t / floor for t, floor in zip(times, floors, strict=True))
+        print(f"  {what:<32}{min(times):>9.2f}{ratio:>8.2f}x")
     print(f"  before, wall clock: plain numpy {numpy_before} s, pytorch 2.13 eager {torch_before} s")
 
 
