@@ -42,9 +42,10 @@ class Sigmoid:
     """sigma(z) = 1 / (1 + e^-z), the book's neuron: a smoothed-out perceptron (chapter 1).
 
     scipy's ``expit`` computes it to full precision over the whole range, with no overflow warning:
-    as 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) for z < 0. The tempting (1 + tanh(z/2)) / 2
-    loses all precision for negative z, where it cancels: in float32 it is exactly 0 below z = -18
-    (the true value is 1.5e-8) and 44% too large at z = -17.
+    1 / (1 + e^-z) in the array's own precision (scipy 1.17's xsf::expit), which has no cancellation
+    to lose digits to, and where e^-z overflows the quotient is the right 0. The tempting
+    (1 + tanh(z/2)) / 2 loses all precision for negative z, where it cancels: in float32 it is
+    exactly 0 below z = -18 (the true value is 1.5e-8) and 44% too large at z = -17.
     """
 
     name = "sigmoid"

@@ -198,8 +198,8 @@ def _gather(pixels: Array, y: Array, scale: float, rows: Array, x: Array, labels
 # "contract" lets a * b + c be one fused multiply-add: the polynomial of expf takes a third less time.
 @numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _sigmoid(z: float) -> float:
-    """1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0: exact, and e^-|z| never overflows
-    (what scipy's expit computes for the numpy backend)."""
+    """1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0: as precise as scipy's expit (the numpy
+    backend's 1 / (1 + e^-z) throughout), and e^-|z| never overflows."""
     e = _exp_nonpositive(-abs(z))
     return (ONE if z >= ZERO else e) / (ONE + e)
 
