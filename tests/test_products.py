@@ -59,11 +59,11 @@ def test_the_fused_step_holds_scipys_own_blas_to_one_thread_and_leaves_numpys():
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sgd_with_fused_steps_trains_to_the_same_bits(momentum):
-    """A layer past ``FUSED_FROM`` weights (1,200 x 64, softmax 10 not) takes fused steps in ``update``;
+    """A layer past ``FUSED_FROM`` weights (2,000 x 64, softmax 10 not) takes fused steps in ``update``;
     the same steps written as the book's rule, with L2 and momentum, give the same weights."""
     nets = [
         Network(
-            layers=[FullyConnected(1200), Softmax(10)],
+            layers=[FullyConnected(2000), Softmax(10)],
             input_shape=(64,),
             cost="loglikelihood",
             regularizer="l2",
