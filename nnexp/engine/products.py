@@ -12,14 +12,15 @@ float32, 384 in float64) the fused step and ``target - x @ y`` computed on one t
 numbers bit for bit; beyond, the last bits may differ, the same way every run.
 
 numpy has no gemm with beta, so the call is scipy's BLAS wrapper (scipy is a dependency already, for
-expit). That comes with two costs, paid here:
+expit, and the numba backend's compiled steps call its BLAS too). That comes with two costs, paid
+here:
 
 - PyPI's scipy bundles an OpenBLAS of its own beside numpy's. Two thread pools taking turns, each
   spinning its threads while it waits for work, made a conv net's epoch six times as long when BLAS
   had both cores. So scipy's own BLAS, where it has one, is held to one thread in a process that
-  takes fused steps (numpy's keeps its threads, and a library that numpy and scipy share, as in
-  conda, is left alone). Setting the limit around each call instead cost some 15 microseconds a
-  call: OpenBLAS does more than store the number.
+  takes fused steps. numpy's keeps its threads, and so does a library that is no file of scipy's
+  own distribution (one that numpy and scipy share). Setting the limit around each call instead
+  cost some 15 microseconds a call: OpenBLAS does more than store the number.
 - The call costs more than numpy's, more than it saves on a layer whose step stays in the cache.
   Timed in training, epochs side by side: chapter 1's 784 x 30 layer took 8% longer fused, 784 x
   100 5% longer, 784 x 150 9% less time, 784 x 500 23% less, and chapter 6's row-2 network (its FC
