@@ -48,13 +48,16 @@ def test_the_fused_step_holds_scipys_own_blas_to_one_thread_and_leaves_numpys():
     made training six times as slow (``products``)."""
     delta, a = factors("float32")
     w = np.zeros((delta.shape[1], a.shape[1]), np.float32)
+    scipys = {str(library.filepath) for library in products._blas()[1]}
+    assert scipys and all("scipy" in Path(path).parent.name for path in scipys)  # PyPI's wheels, as here
     with threadpool_limits(limits=2, user_api="blas"):
+        before = {info["filepath"]: info["num_threads"] for info in threadpool_info()}
         products.Product(delta.T, a).subtract_from(w)
-        threads = {info["filepath"]: info["num_threads"] for info in threadpool_info()}
-    scipys = [Path(library.filepath) for library in products._blas()[1]]
-    assert scipys and all("scipy" in path.parent.name for path in scipys)  # PyPI's wheels, as here
-    assert {path: n for path, n in threads.items() if Path(path) in scipys} == {str(p): 1 for p in scipys}
-    assert set(n for path, n in threads.items() if Path(path) not in scipys) == {2}
+        after = {info["filepath"]: info["num_threads"] for info in threadpool_info()}
+    assert {path: after[path] for path in scipys} == dict.fromkeys(scipys, 1)
+    assert {path: n for path, n in after.items() if path not in scipys} == {
+        path: n for path, n in before.items() if path not in scipys
+    }
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
