@@ -19,10 +19,10 @@ turns (floor, engine, torch, floor, ...) CONV_ROUNDS times so that all see the s
 best of each is scaled to 50,000 images. These are the process's CPU seconds (all on one thread): on
 a machine shared with other work the wall clock also counts the waits for a core, which made it vary
 threefold from run to run here; the CPU time is what an idle core takes (cache and memory bandwidth
-still shared). Even so the machine's speed drifts: the ratio of two bests, each from whichever round
-was quickest for it, moved from 1.71 to 2.18 between runs of the same code. The ratios shown are
-instead the median over the rounds of each round's own ratio, epochs timed one after the other
-under the same load: 1.94 to 1.97 over the same runs.
+still shared). Even so the machine's speed drifts: for the one-conv-layer net, the ratio of two
+bests, each from whichever round was quickest for it, moved from 1.93 to 2.18 over four runs of the
+same code. The ratios shown are instead the median over the rounds of each round's own ratio, the
+epochs of a round timed one after the other under the same load: 1.94 to 1.97 over the same runs.
 
 Then what the compiled backend costs a fresh process (importing the engine, compiling or loading the
 compiled code), and the peak memory of a default 30-epoch run.
