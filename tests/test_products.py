@@ -77,25 +77,16 @@ def test_sgd_with_fused_steps_trains_to_the_same_bits(momentum):
     ]
     assert nets[0].weights[0].size >= products.FUSED_FROM > nets[0].weights[1].size
     fused, book = nets
-    velocities = {id(net): [np.zeros_like(p) for p in net.weights + net.biases] for net in nets}
+    fused_v, book_v = ([np.zeros_like(p) for p in net.weights + net.biases] for net in nets)
     rng = np.random.default_rng(4)
     for _ in range(5):
         X, Y = rng.random((10, 64), dtype=np.float32), one_hot(rng.integers(0, 10, 10), 10, "float32")
-        update(
-            fused,
-            X,
-            Y,
-            eta=0.5,
-            n=1000,
-            momentum=momentum,
-            velocities=velocities[id(fused)] if momentum else None,
-        )
+        update(fused, X, Y, 0.5, 1000, momentum, fused_v if momentum else None)
         steps_w, steps_b = book.backprop(X, Y, scale=0.5)
         for w in book.weights:
-            w *= 1.0 - 0.5 * 5.0 / 1000
-        for i, (p, step) in enumerate(zip(book.weights + book.biases, steps_w + steps_b, strict=True)):
+            book.regularizer.decay(w, 0.5, 1000)
+        for p, v, step in zip(book.weights + book.biases, book_v, steps_w + steps_b, strict=True):
             if momentum:
-                v = velocities[id(book)][i]
                 v *= momentum
                 v -= step
                 p += v
