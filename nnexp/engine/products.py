@@ -4,7 +4,9 @@ BP4 makes dC/dw^l of a dense layer the product delta^l.T @ a^{l-1}: for chapter 
 conv layer, a (100, 2880) array made from a mini-batch of ten. Computing it into memory and then
 subtracting it from the weights moves that many numbers twice more than the step needs, and pushes
 the rest of the step out of the cache. BLAS's gemm (C <- alpha A B + beta C) does both at once, with
-alpha = -1 and beta = 1.
+alpha = -1 and beta = 1: what the numba backend's compiled step does too (``fast._weight_step``),
+here for the numpy backend, which imports no numba. (Sharing fast's compiled gemm would bring numba
+into every numpy-backend process and close a circle of imports, layers -> products -> fast -> layers.)
 
 gemm adds the product to C block by block along the inner dimension, the mini-batch. While the
 mini-batch fits one block (OpenBLAS 0.3.30, this machine's Skylake-X kernels: up to 448 examples in
